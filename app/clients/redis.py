@@ -1,0 +1,36 @@
+"""Redis connections and the names of every key this project writes."""
+
+from __future__ import annotations
+
+from arq import ArqRedis
+from arq.connections import RedisSettings
+from redis.asyncio import ConnectionPool
+
+from app.settings import Settings
+
+
+def create_redis(settings: Settings) -> ArqRedis:
+    """One client for everything (arq's is a redis.asyncio.Redis that can also
+    enqueue). It connects on first use, so a process starts while Redis is
+    down and /health reports it."""
+    return ArqRedis(
+        connection_pool=ConnectionPool.from_url(settings.REDIS_URL),
+        default_queue_name=arq_queue_name(settings),
+    )
+
+
+def arq_queue_name(settings: Settings) -> str:
+    return f"{settings.REDIS_PREFIX}arq:queue"
+
+
+def arq_health_check_key(settings: Settings) -> str:
+    return f"{settings.REDIS_PREFIX}arq:health-check"
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.REDIS_URL)
+
+
+def metrics_counter_key(settings: Settings) -> str:
+    """A hash of counters that workers bump and every API process reports."""
+    return f"{settings.REDIS_PREFIX}metrics:counters"

@@ -1,0 +1,236 @@
+"""Execution events: a per-execution seq, a Redis stream per execution, and the
+fan-out that lets every API process serve subscribers from any worker.
+
+Publishing allocates the next seq and appends the event in one Lua call, so
+seqs are 1, 2, 3, … with no gap even when node tasks publish concurrently. The
+stream entry id is "<seq>-1", so reading "everything after seq k" is an XRANGE
+from "<k+1>-0". Status events of an execution also go to its graph's stream
+(for graphExecutionEvents). Streams expire an hour after the terminal event.
+
+Writers change the database first and publish after, so anything an event says
+is already readable; a subscriber's snapshot may therefore be newer than some
+events that follow it, never older.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+# Kept this long after the terminal event; long enough for any client to resume.
+STREAM_RETENTION_SECONDS = 3600
+# A stream of a run that never ends (a lost worker) still goes away eventually.
+STREAM_MAX_IDLE_SECONDS = 7 * 24 * 3600
+GRAPH_STREAM_MAXLEN = 1000
+
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], seq .. '-1', 'seq', seq, 'data', ARGV[1])
+if KEYS[3] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'seq', seq, 'data', ARGV[1])
+end
+local ttl = tonumber(ARGV[2])
+if ARGV[3] == '1' then ttl = tonumber(ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return seq
+"""
+
+
+class EventKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def seq(self, execution_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}exec:{execution_id}:seq"
+
+    def stream(self, execution_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}exec:{execution_id}:events"
+
+    def graph_stream(self, graph_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}graph:{graph_id}:events"
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    # "execution" (a status event carrying an execution snapshot) or "node"
+    kind: str
+    data: dict[str, Any]
+
+
+def _decode(fields: dict[bytes, bytes]) -> Event:
+    body = orjson.loads(fields[b"data"])
+    return Event(seq=int(fields[b"seq"]), kind=body["kind"], data=body)
+
+
+class EventPublisher:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.keys = EventKeys(prefix)
+        self._script = redis.register_script(_PUBLISH)
+
+    async def publish(
+        self,
+        execution_id: uuid.UUID,
+        body: dict[str, Any],
+        *,
+        graph_id: uuid.UUID | None = None,
+        terminal: bool = False,
+    ) -> int:
+        """Append one event; returns its seq. `graph_id` also puts it on the graph's stream."""
+        return int(
+            await self._script(
+                keys=[
+                    self.keys.seq(execution_id),
+                    self.keys.stream(execution_id),
+                    self.keys.graph_stream(graph_id) if graph_id else "",
+                ],
+                args=[
+                    orjson.dumps(body, default=str),
+                    STREAM_MAX_IDLE_SECONDS,
+                    "1" if terminal else "0",
+                    GRAPH_STREAM_MAXLEN,
+                    STREAM_RETENTION_SECONDS,
+                ],
+            )
+        )
+
+
+class EventReader:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.keys = EventKeys(prefix)
+
+    async def current_seq(self, execution_id: uuid.UUID) -> int:
+        value = await self.redis.get(self.keys.seq(execution_id))
+        return int(value) if value else 0
+
+    async def after(
+        self, execution_id: uuid.UUID, seq: int, upto: int | None = None
+    ) -> list[Event]:
+        """Stored events with seq > `seq` (and ≤ `upto`), in order."""
+        end = f"{upto}-1" if upto is not None else "+"
+        entries = await self.redis.xrange(self.keys.stream(execution_id), f"{seq + 1}-0", end)
+        return [_decode(fields) for _, fields in entries]
+
+
+@dataclass(eq=False)
+class _Subscription:
+    key: str
+    last_id: str
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    # Set when the subscriber fell 10,000 events behind; it is then ended.
+    overflowed: bool = False
+
+
+class EventHub:
+    """One Redis reader per API process for all of its subscribers.
+
+    It blocks in one XREAD over every stream that has a subscriber and hands
+    each entry to that stream's subscribers. A new subscription interrupts the
+    blocking read (CLIENT UNBLOCK) so it is included at once.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = Redis.from_url(redis_url)
+        self._control = Redis.from_url(redis_url)
+        self._subscriptions: dict[str, set[_Subscription]] = {}
+        self._task: asyncio.Task | None = None
+        self._client_id: int | None = None
+        self._blocked = False
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-hub")
+
+    async def aclose(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()
+        await self._control.aclose()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(subs) for subs in self._subscriptions.values())
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, key: str, last_id: str | None) -> AsyncIterator[_Subscription]:
+        """Entries of stream `key` after `last_id` (None: only new ones), as
+        (entry id, Event) on the subscription's queue, until the context ends."""
+        if last_id is None:
+            newest = await self._control.xrevrange(key, "+", "-", count=1)
+            last_id = newest[0][0].decode() if newest else "0-0"
+        subscription = _Subscription(key=key, last_id=last_id)
+        self._subscriptions.setdefault(key, set()).add(subscription)
+        self._changed.set()
+        await self._wake()
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscriptions.get(key)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscriptions[key]
+
+    async def _wake(self) -> None:
+        if self._blocked and self._client_id is not None:
+            with contextlib.suppress(Exception):
+                await self._control.client_unblock(self._client_id)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._client_id = await self._redis.client_id()
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event hub: Redis read failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._subscriptions:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            streams = {}
+            for key, subscribers in self._subscriptions.items():
+                streams[key] = min((s.last_id for s in subscribers), key=_id_order)
+            self._blocked = True
+            try:
+                result = await self._redis.xread(streams, block=5000, count=500)
+            finally:
+                self._blocked = False
+            for key_bytes, entries in result or []:
+                key = key_bytes.decode()
+                for entry_id_bytes, fields in entries:
+                    entry_id = entry_id_bytes.decode()
+                    event = _decode(fields)
+                    for subscription in list(self._subscriptions.get(key, ())):
+                        if _id_order(entry_id) > _id_order(subscription.last_id):
+                            subscription.last_id = entry_id
+                            try:
+                                subscription.queue.put_nowait((entry_id, event))
+                            except asyncio.QueueFull:
+                                log.warning("subscriber of %s is too slow; ending it", key)
+                                subscription.overflowed = True
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, sequence = entry_id.partition("-")
+    return (int(ms), int(sequence or 0))

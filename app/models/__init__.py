@@ -1,0 +1,85 @@
+"""Tortoise models, one module per domain. Tortoise discovers them from here."""
+
+from app.models.api_keys import ApiKey, ApiKeyPermission, ApiKeyStatus
+from app.models.credits import (
+    AutoTopUpConfig,
+    CreditTransaction,
+    CreditTransactionType,
+    ProcessedStripeEvent,
+    RefundRequest,
+    RefundRequestStatus,
+    UserBalance,
+)
+from app.models.executions import (
+    TERMINAL_STATUSES,
+    Execution,
+    ExecutionStatus,
+    GraphSource,
+    NodeExecution,
+)
+from app.models.files import UploadedFile
+from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, StoreListingVersion
+from app.models.schedules import Schedule
+from app.models.users import (
+    FeatureFlagOverride,
+    NotificationPreferences,
+    NotificationType,
+    OnboardingStep,
+    User,
+    UserOnboarding,
+)
+
+__models__ = [
+    ApiKey,
+    AutoTopUpConfig,
+    CreditTransaction,
+    Execution,
+    FeatureFlagOverride,
+    Graph,
+    LibraryAgent,
+    Link,
+    Node,
+    NodeExecution,
+    NotificationPreferences,
+    ProcessedStripeEvent,
+    RefundRequest,
+    Schedule,
+    StoreListing,
+    StoreListingVersion,
+    UploadedFile,
+    User,
+    UserBalance,
+    UserOnboarding,
+]
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ApiKey",
+    "ApiKeyPermission",
+    "ApiKeyStatus",
+    "AutoTopUpConfig",
+    "CreditTransaction",
+    "CreditTransactionType",
+    "Execution",
+    "ExecutionStatus",
+    "FeatureFlagOverride",
+    "Graph",
+    "GraphSource",
+    "LibraryAgent",
+    "Link",
+    "Node",
+    "NodeExecution",
+    "NotificationPreferences",
+    "NotificationType",
+    "OnboardingStep",
+    "ProcessedStripeEvent",
+    "RefundRequest",
+    "RefundRequestStatus",
+    "Schedule",
+    "StoreListing",
+    "StoreListingVersion",
+    "UploadedFile",
+    "User",
+    "UserBalance",
+    "UserOnboarding",
+]

@@ -1,0 +1,103 @@
+"""The credit ledger (append-only) and everything Stripe-shaped around it."""
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class CreditTransactionType(StrEnum):
+    TOP_UP = "TOP_UP"
+    USAGE = "USAGE"
+    GRANT = "GRANT"
+    REFUND = "REFUND"
+    CARD_CHECK = "CARD_CHECK"
+
+
+class RefundRequestStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class UserBalance(Model):
+    """One row per user: the row that is locked to serialise balance changes."""
+
+    user = fields.OneToOneField(
+        "models.User", related_name="balance", primary_key=True, on_delete=fields.CASCADE
+    )
+    balance = fields.IntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "user_balances"
+
+
+class CreditTransaction(Model):
+    id = fields.UUIDField(primary_key=True)
+    # The idempotency key: a Stripe session id, a node execution id, a grant name.
+    key = fields.CharField(max_length=255, unique=True)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="credit_transactions", on_delete=fields.CASCADE
+    )
+    type = fields.CharEnumField(CreditTransactionType, max_length=16)
+    amount = fields.IntField()
+    # Balance right after this transaction; null while inactive.
+    running_balance = fields.IntField(null=True)
+    # Inactive rows (an unpaid checkout) do not count until activated.
+    is_active = fields.BooleanField(default=True)
+    created_at = fields.DatetimeField()
+    description = fields.TextField(null=True)
+    metadata = fields.JSONField(null=True)
+    usage_graph_id = fields.UUIDField(null=True)
+    usage_execution_id = fields.UUIDField(null=True)
+    usage_node_count = fields.IntField(null=True)
+
+    class Meta:
+        table = "credit_transactions"
+        indexes = [("user_id", "is_active", "created_at"), ("user_id", "type", "created_at")]
+
+
+class RefundRequest(Model):
+    id = fields.UUIDField(primary_key=True)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="refund_requests", on_delete=fields.CASCADE
+    )
+    # One request per top-up.
+    transaction_key = fields.CharField(max_length=255, unique=True)
+    amount = fields.IntField()
+    reason = fields.TextField()
+    result = fields.TextField(null=True)
+    status = fields.CharEnumField(
+        RefundRequestStatus, max_length=16, default=RefundRequestStatus.PENDING
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "refund_requests"
+        indexes = [("user_id", "created_at")]
+
+
+class AutoTopUpConfig(Model):
+    user = fields.OneToOneField(
+        "models.User", related_name="auto_top_up", primary_key=True, on_delete=fields.CASCADE
+    )
+    threshold = fields.IntField(default=0)
+    # 0 means off.
+    amount = fields.IntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "auto_top_up_configs"
+
+
+class ProcessedStripeEvent(Model):
+    """Webhook event ids already handled, so a replay is ignored."""
+
+    id = fields.CharField(max_length=255, primary_key=True)
+    type = fields.CharField(max_length=100)
+    received_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "processed_stripe_events"

@@ -1,0 +1,96 @@
+"""Graph executions and node executions, with the per-execution event counter."""
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class ExecutionStatus(StrEnum):
+    INCOMPLETE = "INCOMPLETE"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    TERMINATED = "TERMINATED"
+    FAILED = "FAILED"
+
+
+TERMINAL_STATUSES = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.TERMINATED, ExecutionStatus.FAILED}
+)
+
+
+class GraphSource(StrEnum):
+    BUILDER = "BUILDER"
+    LIBRARY = "LIBRARY"
+    API = "API"
+    SCHEDULE = "SCHEDULE"
+
+
+class Execution(Model):
+    id = fields.UUIDField(primary_key=True)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="executions", on_delete=fields.CASCADE
+    )
+    graph_id = fields.UUIDField()
+    graph_version = fields.IntField()
+    status = fields.CharEnumField(ExecutionStatus, max_length=16, default=ExecutionStatus.QUEUED)
+    source = fields.CharEnumField(GraphSource, max_length=16, null=True)
+    inputs = fields.JSONField(default=dict)
+    # Credential ids only, never secrets.
+    credentials_inputs = fields.JSONField(default=dict)
+    outputs = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    started_at = fields.DatetimeField(null=True)
+    ended_at = fields.DatetimeField(null=True)
+    # {"cost", "duration_seconds", "node_run_seconds", "node_count",
+    #  "node_error_count", "activity_summary", "correctness_score"}
+    stats = fields.JSONField(null=True)
+    error = fields.TextField(null=True)
+    # Values of static links, sink node id -> pin -> value: they stay for every
+    # later run of the sink, so a resumed run must know them.
+    static_inputs = fields.JSONField(default=dict)
+    share_token = fields.UUIDField(null=True, unique=True)
+    is_deleted = fields.BooleanField(default=False)
+    # Set for the child execution that a SubGraph node runs.
+    parent_execution = fields.ForeignKeyField(
+        "models.Execution", related_name="children", null=True, on_delete=fields.CASCADE
+    )
+    parent_node_execution_id = fields.UUIDField(null=True)
+
+    node_executions: fields.ReverseRelation["NodeExecution"]
+
+    class Meta:
+        table = "executions"
+        indexes = [
+            ("user_id", "is_deleted", "created_at"),
+            ("user_id", "graph_id", "created_at"),
+            ("graph_id", "status"),
+            ("status",),
+        ]
+
+
+class NodeExecution(Model):
+    id = fields.UUIDField(primary_key=True)
+    execution = fields.ForeignKeyField(
+        "models.Execution", related_name="node_executions", on_delete=fields.CASCADE
+    )
+    node_id = fields.UUIDField()
+    block_id = fields.UUIDField()
+    # INCOMPLETE while it still waits for inputs on some pins.
+    status = fields.CharEnumField(
+        ExecutionStatus, max_length=16, default=ExecutionStatus.INCOMPLETE
+    )
+    input_data = fields.JSONField(default=dict)
+    output_data = fields.JSONField(default=dict)
+    # Arrival order within the execution: keeps per-pin queues FIFO across restarts.
+    arrival = fields.BigIntField(default=0)
+    queued_at = fields.DatetimeField(null=True)
+    started_at = fields.DatetimeField(null=True)
+    ended_at = fields.DatetimeField(null=True)
+    error = fields.TextField(null=True)
+    cost = fields.IntField(default=0)
+
+    class Meta:
+        table = "node_executions"
+        indexes = [("execution_id", "status"), ("execution_id", "node_id", "arrival")]

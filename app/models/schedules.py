@@ -1,0 +1,24 @@
+"""Cron schedules that run a graph version as their owner."""
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Schedule(Model):
+    id = fields.UUIDField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="schedules", on_delete=fields.CASCADE)
+    graph_id = fields.UUIDField()
+    graph_version = fields.IntField()
+    name = fields.CharField(max_length=200)
+    cron = fields.CharField(max_length=200)
+    timezone = fields.CharField(max_length=64)
+    inputs = fields.JSONField(default=dict)
+    credentials = fields.JSONField(default=dict)
+    # The next due time in UTC; the scheduler claims rows by it.
+    next_run_at = fields.DatetimeField(null=True)
+    last_run_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "schedules"
+        indexes = [("user_id", "graph_id"), ("next_run_at",), ("graph_id", "graph_version")]

@@ -1,0 +1,41 @@
+"""Auto top-up: when a charge takes the balance below the user's threshold.
+
+The engine calls `balance_dropped` after every charge. Crossing the threshold
+enqueues one `auto_top_up` job per user (deduplicated by its job id while it
+waits), so a burst of node runs asks for one top-up, off the node's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Protocol
+
+from arq import ArqRedis
+
+from app.models import AutoTopUpConfig
+
+log = logging.getLogger(__name__)
+
+AUTO_TOP_UP_JOB = "auto_top_up"
+
+
+class AutoTopUp(Protocol):
+    async def balance_dropped(self, user_id: uuid.UUID, before: int, after: int) -> None: ...
+
+
+class QueuedAutoTopUp:
+    def __init__(self, arq: ArqRedis) -> None:
+        self.arq = arq
+
+    async def balance_dropped(self, user_id: uuid.UUID, before: int, after: int) -> None:
+        config = await AutoTopUpConfig.get_or_none(user_id=user_id)
+        if config is None or config.amount <= 0:
+            return
+        if before >= config.threshold > after:
+            await self.arq.enqueue_job(
+                AUTO_TOP_UP_JOB, str(user_id), _job_id=f"auto-top-up:{user_id}"
+            )
+            log.info(
+                "auto top-up requested for %s (balance %d < %d)", user_id, after, config.threshold
+            )

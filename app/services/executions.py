@@ -1,0 +1,348 @@
+"""Graph executions as users drive them: start, stop, read, share, delete (§7).
+
+The running itself happens in the workers (workers/engine); this module
+stores what they need, enqueues the job, and reads what they wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from arq import ArqRedis
+from arq.jobs import Job
+from tortoise.expressions import Q
+
+from app.blocks.registry import get_block
+from app.clock import utcnow
+from app.errors import AppError, ErrorCode, bad_input, not_found
+from app.events import EventPublisher
+from app.models import (
+    TERMINAL_STATUSES,
+    Execution,
+    ExecutionStatus,
+    Graph,
+    GraphSource,
+    Node,
+    NodeExecution,
+)
+from app.services import ledger, onboarding
+from app.services.graph_validation import Validation, parse_uuid
+from app.services.graphs import validation_error
+from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.settings import Settings
+
+RUN_EXECUTION_JOB = "run_execution"
+MAX_EXECUTIONS_PAGE = 100
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "file": (str,),
+}
+
+
+def check_run_inputs(settings: Settings, nodes: list[Node], inputs: dict[str, Any]) -> Validation:
+    """The run's inputs against the graph's AgentInput nodes, and its blocks
+    against what this server can run now (a block may have been disabled)."""
+    result = Validation()
+    declared: set[str] = set()
+    for node in nodes:
+        block = get_block(node.block_id)
+        node_id = str(node.id)
+        if block is None:
+            result.add(node_id, "blockId", "this block no longer exists")
+            continue
+        if block.is_disabled(settings):
+            result.add(node_id, "blockId", f"{block.name} is disabled on this server")
+        if block.name != "AgentInput":
+            continue
+        defaults = node.input_default or {}
+        name = defaults.get("name")
+        if not isinstance(name, str):
+            continue
+        declared.add(name)
+        value = inputs.get(name, defaults.get("value"))
+        if value is None:
+            result.add(node_id, "value", f"input {name!r} is required")
+            continue
+        kind = defaults.get("type", "any")
+        expected = _JSON_TYPES.get(kind)
+        if expected and (
+            not isinstance(value, expected)
+            or (isinstance(value, bool) and kind in ("number", "integer"))
+        ):
+            result.add(node_id, "value", f"input {name!r} must be of type {kind}")
+    unknown = sorted(set(inputs) - declared)
+    if unknown and result.valid:
+        result.message = f"Unknown input(s): {', '.join(unknown)}"
+    return result
+
+
+async def execute_graph(
+    settings: Settings,
+    arq: ArqRedis,
+    publisher: EventPublisher,
+    user_id: uuid.UUID,
+    graph_id: str,
+    version: int | None,
+    inputs: Any,
+    credentials_inputs: Any,
+    source: GraphSource | None,
+) -> Execution:
+    parsed = parse_uuid(graph_id)
+    query = Graph.filter(graph_id=parsed, user_id=user_id) if parsed else None
+    graph = None
+    if query is not None:
+        graph = await (
+            query.filter(version=version) if version is not None else query.filter(is_active=True)
+        ).first()
+    if graph is None:
+        raise not_found("Graph")
+    if not isinstance(inputs, dict):
+        raise bad_input("inputs must be an object", field="inputs")
+    if not isinstance(credentials_inputs, dict):
+        raise bad_input("credentialsInputs must be an object", field="credentialsInputs")
+    if await ledger.get_balance(user_id) <= 0:
+        raise AppError(ErrorCode.INSUFFICIENT_CREDITS, "Insufficient credits to start a run")
+    nodes = await Node.filter(graph_id=graph.id)
+    validation = check_run_inputs(settings, nodes, inputs)
+    if not validation.valid:
+        raise validation_error(validation)
+
+    execution = await Execution.create(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        graph_id=graph.graph_id,
+        graph_version=graph.version,
+        status=ExecutionStatus.QUEUED,
+        source=source,
+        inputs=inputs,
+        credentials_inputs=credentials_inputs,
+    )
+    await publish_status(publisher, execution)
+    # The execution id is the job id: arq runs it once, and again only to resume.
+    await arq.enqueue_job(RUN_EXECUTION_JOB, str(execution.id), _job_id=str(execution.id))
+    await onboarding.record_run(settings, user_id, graph.graph_id, source)
+    return execution
+
+
+def execution_snapshot(execution: Execution) -> dict[str, Any]:
+    """What a status event carries: the execution's own fields, JSON-ready."""
+    return {
+        "id": str(execution.id),
+        "userId": str(execution.user_id),  # type: ignore[attr-defined]
+        "graphId": str(execution.graph_id),
+        "graphVersion": execution.graph_version,
+        "status": str(execution.status),
+        "inputs": execution.inputs,
+        "outputs": execution.outputs,
+        "createdAt": execution.created_at.isoformat(),
+        "startedAt": execution.started_at.isoformat() if execution.started_at else None,
+        "endedAt": execution.ended_at.isoformat() if execution.ended_at else None,
+        "stats": execution.stats,
+        "error": execution.error,
+        "shareToken": str(execution.share_token) if execution.share_token else None,
+        "source": str(execution.source) if execution.source else None,
+        "parentExecutionId": (
+            str(execution.parent_execution_id)  # type: ignore[attr-defined]
+            if execution.parent_execution_id  # type: ignore[attr-defined]
+            else None
+        ),
+    }
+
+
+def node_execution_snapshot(node_execution: NodeExecution) -> dict[str, Any]:
+    return {
+        "id": str(node_execution.id),
+        "nodeId": str(node_execution.node_id),
+        "blockId": str(node_execution.block_id),
+        "status": str(node_execution.status),
+        "inputData": node_execution.input_data,
+        "outputData": node_execution.output_data,
+        "queuedAt": _iso(node_execution.queued_at),
+        "startedAt": _iso(node_execution.started_at),
+        "endedAt": _iso(node_execution.ended_at),
+        "error": node_execution.error,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+async def publish_status(publisher: EventPublisher, execution: Execution) -> int:
+    terminal = execution.status in TERMINAL_STATUSES
+    return await publisher.publish(
+        execution.id,
+        {"kind": "execution", "execution": execution_snapshot(execution)},
+        graph_id=execution.graph_id,
+        terminal=terminal,
+    )
+
+
+async def get_execution(user_id: uuid.UUID, execution_id: str) -> Execution | None:
+    parsed = parse_uuid(execution_id)
+    if parsed is None:
+        return None
+    return await Execution.get_or_none(id=parsed, user_id=user_id, is_deleted=False)
+
+
+@dataclass
+class ExecutionPage:
+    executions: list[Execution]
+    total: int
+    has_next: bool
+
+    @staticmethod
+    def cursor(execution: Execution) -> str:
+        return encode_cursor(execution.created_at, execution.id)
+
+
+async def list_executions(
+    user_id: uuid.UUID,
+    graph_id: str | None,
+    statuses: list[ExecutionStatus] | None,
+    first: int,
+    after: str | None,
+) -> ExecutionPage:
+    """The user's top-level executions (sub-graph runs show inside their parent), newest first."""
+    check_page_size(first, MAX_EXECUTIONS_PAGE)
+    base = Execution.filter(user_id=user_id, is_deleted=False, parent_execution_id=None)
+    if graph_id is not None:
+        parsed = parse_uuid(graph_id)
+        if parsed is None:
+            return ExecutionPage([], 0, False)
+        base = base.filter(graph_id=parsed)
+    if statuses:
+        base = base.filter(status__in=list(statuses))
+    query = base
+    if after:
+        cursor = decode_cursor(after)
+        row_id = parse_uuid(cursor.row_id)
+        if row_id is None:
+            raise bad_input("Invalid cursor", field="after")
+        query = query.filter(
+            Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
+        )
+    rows = await query.order_by("-created_at", "-id").limit(first + 1)
+    return ExecutionPage(rows[:first], await base.count(), len(rows) > first)
+
+
+def stop_requested_key(settings: Settings, execution_id: uuid.UUID) -> str:
+    return f"{settings.REDIS_PREFIX}exec:{execution_id}:stop"
+
+
+async def stop_execution(
+    settings: Settings,
+    arq: ArqRedis,
+    publisher: EventPublisher,
+    user_id: uuid.UUID,
+    execution_id: str,
+) -> Execution | None:
+    """Queued: never starts. Running: the worker cancels its node tasks and ends it
+    TERMINATED. Returns the execution, or None when it had already ended."""
+    execution = await get_execution(user_id, execution_id)
+    if execution is None:
+        raise not_found("Execution")
+    if execution.status in TERMINAL_STATUSES:
+        return None
+    # The worker reads this flag when its job is cancelled, to tell a stop from a shutdown.
+    await arq.set(stop_requested_key(settings, execution.id), b"1", ex=86400)
+    now = utcnow()
+    stopped_before_start = await Execution.filter(
+        id=execution.id, status=ExecutionStatus.QUEUED
+    ).update(status=ExecutionStatus.TERMINATED, ended_at=now)
+    await Job(str(execution.id), arq).abort(timeout=0)
+    if stopped_before_start:
+        await execution.refresh_from_db()
+        await publish_status(publisher, execution)
+        return execution
+    await _wait_until_ended(execution)
+    return execution
+
+
+async def _wait_until_ended(execution: Execution, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        await execution.refresh_from_db()
+        if execution.status in TERMINAL_STATUSES:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def delete_execution(
+    settings: Settings,
+    arq: ArqRedis,
+    publisher: EventPublisher,
+    user_id: uuid.UUID,
+    execution_id: str,
+) -> uuid.UUID:
+    """Stops it if it runs, then hides it everywhere."""
+    execution = await get_execution(user_id, execution_id)
+    if execution is None:
+        raise not_found("Execution")
+    if execution.status not in TERMINAL_STATUSES:
+        await stop_execution(settings, arq, publisher, user_id, execution_id)
+    await Execution.filter(id=execution.id).update(is_deleted=True, share_token=None)
+    return execution.id
+
+
+async def share_execution(user_id: uuid.UUID, execution_id: str) -> Execution:
+    execution = await get_execution(user_id, execution_id)
+    if execution is None:
+        raise not_found("Execution")
+    if execution.share_token is None:
+        execution.share_token = uuid.uuid4()
+        await execution.save(update_fields=["share_token"])
+    return execution
+
+
+async def unshare_execution(user_id: uuid.UUID, execution_id: str) -> Execution:
+    execution = await get_execution(user_id, execution_id)
+    if execution is None:
+        raise not_found("Execution")
+    execution.share_token = None
+    await execution.save(update_fields=["share_token"])
+    return execution
+
+
+async def shared_execution(share_token: str) -> tuple[Execution, Graph | None] | None:
+    token = parse_uuid(share_token)
+    if token is None:
+        return None
+    execution = await Execution.get_or_none(share_token=token, is_deleted=False)
+    if execution is None:
+        return None
+    graph = await Graph.get_or_none(graph_id=execution.graph_id, version=execution.graph_version)
+    return execution, graph
+
+
+async def node_executions(execution_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[NodeExecution]]:
+    rows = (
+        await NodeExecution.filter(execution_id__in=execution_ids)
+        .exclude(status=ExecutionStatus.INCOMPLETE)
+        .order_by("arrival")
+    )
+    grouped: dict[uuid.UUID, list[NodeExecution]] = {eid: [] for eid in execution_ids}
+    for row in rows:
+        grouped[row.execution_id].append(row)  # type: ignore[attr-defined]
+    return grouped
+
+
+async def descendant_ids(execution_id: uuid.UUID) -> list[uuid.UUID]:
+    """This execution and every sub-graph execution below it."""
+    found = [execution_id]
+    frontier = [execution_id]
+    while frontier:
+        children = await Execution.filter(parent_execution_id__in=frontier).values_list(
+            "id", flat=True
+        )
+        frontier = list(children)
+        found.extend(frontier)
+    return found

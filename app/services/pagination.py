@@ -1,0 +1,37 @@
+"""Opaque cursors for newest-first lists: (created_at, row id) of the last item seen."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.errors import bad_input
+
+
+@dataclass(frozen=True)
+class Cursor:
+    created_at: datetime
+    row_id: str
+
+
+def encode_cursor(created_at: datetime, row_id: Any) -> str:
+    raw = json.dumps([created_at.isoformat(), str(row_id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Cursor:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return Cursor(datetime.fromisoformat(created_at), str(row_id))
+    except (ValueError, TypeError) as exc:
+        raise bad_input("Invalid cursor", field="after") from exc
+
+
+def check_page_size(first: int, maximum: int) -> int:
+    if not 1 <= first <= maximum:
+        raise bad_input(f"first must be between 1 and {maximum}", field="first")
+    return first

@@ -1,0 +1,146 @@
+"""Settings: read once from the environment (or `.env`) into one `Settings` object.
+
+The names are the ones OPERATIONS.md promises operators; nothing else in the
+code reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"
+DEV_API_KEY_PEPPER = "dev-api-key-pepper-change-me"
+
+# Credits granted once per user for these onboarding steps (1 credit = 1 cent).
+DEFAULT_ONBOARDING_REWARDS: dict[str, int] = {
+    "WELCOME": 100,
+    "AGENT_NEW_RUN": 100,
+    "MARKETPLACE_VISIT": 100,
+    "MARKETPLACE_ADD_AGENT": 100,
+    "MARKETPLACE_RUN_AGENT": 100,
+    "BUILDER_SAVE_AGENT": 100,
+    "BUILDER_RUN_AGENT": 100,
+    "GET_RESULTS": 300,
+    "RUN_AGENTS": 300,
+}
+
+
+class InsecureSettingsError(RuntimeError):
+    """Raised at start-up when production would run on a development secret."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    # "dev" allows the built-in development secrets (with a warning); anything
+    # else is production and refuses them.
+    ENVIRONMENT: Literal["dev", "production"] = "dev"
+
+    DATABASE_URL: str = "sqlite://./data/agentgraph.sqlite3"
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    # Every Redis key this process writes starts with this (tests use one per run).
+    REDIS_PREFIX: str = "agentgraph:"
+
+    JWT_SECRET: str = DEV_JWT_SECRET
+    JWT_AUDIENCE: str = "authenticated"
+    API_KEY_PEPPER: str = DEV_API_KEY_PEPPER
+
+    FRONTEND_BASE_URL: str = "http://localhost:3000"
+
+    STRIPE_SECRET_KEY: str | None = None
+    STRIPE_WEBHOOK_SECRET: str | None = None
+    STRIPE_API_BASE: str | None = None
+
+    AZURE_STORAGE_CONNECTION_STRING: str | None = None
+    AZURE_STORAGE_CONTAINER: str = "agentgraph-uploads"
+    UPLOAD_MAX_MB: int = Field(default=100, ge=1)
+    CLAMD_ADDRESS: str | None = None
+
+    STARTING_CREDITS: int = Field(default=0, ge=0)
+    ONBOARDING_REWARDS: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_ONBOARDING_REWARDS)
+    )
+    ONBOARDING_ENABLED: bool = True
+    # Flag name -> default for every user; per-user overrides live in the database.
+    FEATURE_FLAGS: dict[str, bool] = Field(
+        default_factory=lambda: {"CHAT": False, "AI_ACTIVITY_STATUS": False}
+    )
+
+    LLM_API_BASE: str | None = None
+    LLM_API_KEY: str | None = None
+    ALLOW_PRIVATE_HTTP: bool = False
+
+    GRAPHQL_EXPLORER: bool = True
+    MAX_QUERY_DEPTH: int = 12
+    MAX_ALIASES: int = 30
+    MAX_TOKENS: int = 5000
+    MAX_BODY_BYTES: int = 1_000_000
+    MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
+
+    LOG_LEVEL: str = "INFO"
+    # Only for the HTTP-level Origin check of browser websockets.
+    ALLOWED_ORIGINS: list[str] = Field(
+        default_factory=lambda: [
+            "http://localhost:3000",
+            "http://127.0.0.1:8000",
+            "http://localhost:8000",
+        ]
+    )
+
+    @field_validator("REDIS_PREFIX")
+    @classmethod
+    def _prefix_ends_with_colon(cls, value: str) -> str:
+        return value if value.endswith(":") else value + ":"
+
+    @property
+    def is_dev(self) -> bool:
+        return self.ENVIRONMENT == "dev"
+
+    def check_secrets(self) -> None:
+        """Refuse development secrets outside dev mode; warn about them inside it."""
+        weak = [
+            name
+            for name, value, dev_value in (
+                ("JWT_SECRET", self.JWT_SECRET, DEV_JWT_SECRET),
+                ("API_KEY_PEPPER", self.API_KEY_PEPPER, DEV_API_KEY_PEPPER),
+            )
+            if value == dev_value
+        ]
+        if not weak:
+            return
+        if not self.is_dev:
+            raise InsecureSettingsError(
+                f"{', '.join(weak)} still the development value; set "
+                f"{' and '.join(weak)} or ENVIRONMENT=dev"
+            )
+        log.warning("using the development %s: do not expose this server", ", ".join(weak))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def tortoise_config(database_url: str | None = None) -> dict:
+    """One Tortoise config for the app, the workers, the tests and aerich."""
+    return {
+        "connections": {"default": database_url or get_settings().DATABASE_URL},
+        "apps": {
+            "models": {
+                "models": ["app.models", "aerich.models"],
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+TORTOISE_ORM = tortoise_config()

@@ -1,0 +1,152 @@
+"""Executions: start, stop, read, share, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.context import Info
+from app.models import OnboardingStep, UserOnboarding
+from app.services import executions, onboarding
+from schema.permissions import CanExecuteGraph, CanReadExecution, SignedInUser
+from schema.types.executions import (
+    Execution,
+    ExecutionConnection,
+    ExecutionEdge,
+    ExecutionStatus,
+    SharedExecution,
+    ShareLink,
+)
+from schema.types.graphs import GraphSource, PageInfo
+
+
+@strawberry.type
+class ExecutionQueries:
+    @strawberry.field(
+        permission_classes=[CanReadExecution], description="The user's executions, newest first."
+    )
+    async def executions(
+        self,
+        info: Info,
+        graph_id: strawberry.ID | None = None,
+        statuses: list[ExecutionStatus] | None = None,
+        first: Annotated[int, strawberry.argument(description="1 to 100.")] = 25,
+        after: str | None = None,
+    ) -> ExecutionConnection:
+        page = await executions.list_executions(
+            await info.context.user_id(), graph_id, statuses, first, after
+        )
+        edges = [
+            ExecutionEdge(cursor=page.cursor(e), node=Execution.from_model(e))
+            for e in page.executions
+        ]
+        return ExecutionConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+            total_count=page.total,
+        )
+
+    @strawberry.field(
+        permission_classes=[CanReadExecution], description="Null when absent or not the caller's."
+    )
+    async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:
+        principal = await info.context.principal()
+        user_id = await info.context.user_id()
+        row = await executions.get_execution(user_id, id)
+        if row is None:
+            return None
+        if not principal.via_api_key:
+            progress = await UserOnboarding.get_or_none(user_id=user_id)
+            if progress is not None and progress.onboarding_agent_execution_id == row.id:
+                await onboarding.complete_step(
+                    info.context.settings, user_id, OnboardingStep.GET_RESULTS
+                )
+        return Execution.from_model(row)
+
+    @strawberry.field(description="No sign-in needed.")
+    async def shared_execution(self, info: Info, share_token: str) -> SharedExecution | None:
+        found = await executions.shared_execution(share_token)
+        if found is None:
+            return None
+        execution, graph = found
+        return SharedExecution(
+            id=execution.id,
+            graph_name=graph.name if graph else "",
+            graph_description=graph.description if graph else "",
+            status=execution.status,
+            created_at=execution.created_at,
+            outputs=execution.outputs,
+        )
+
+
+@strawberry.type
+class ExecutionMutations:
+    @strawberry.mutation(permission_classes=[CanExecuteGraph])
+    async def execute_graph(
+        self,
+        info: Info,
+        graph_id: strawberry.ID,
+        version: int | None = None,
+        # strawberry copies argument defaults per request, so {} is not shared.
+        inputs: JSON = {},  # noqa: B006
+        credentials_inputs: JSON = {},  # noqa: B006
+        graph_source: Annotated[GraphSource | None, strawberry.argument(name="source")] = None,
+    ) -> Execution:
+        services = info.context.services
+        row = await executions.execute_graph(
+            info.context.settings,
+            services.redis,
+            services.publisher,
+            await info.context.user_id(),
+            graph_id,
+            version,
+            inputs,
+            credentials_inputs,
+            graph_source,
+        )
+        return Execution.from_model(row)
+
+    @strawberry.mutation(
+        permission_classes=[CanExecuteGraph],
+        description=(
+            "Stops a queued or running execution; returns it, or null if it had already ended."
+        ),
+    )
+    async def stop_execution(self, info: Info, id: strawberry.ID) -> Execution | None:
+        services = info.context.services
+        row = await executions.stop_execution(
+            info.context.settings,
+            services.redis,
+            services.publisher,
+            await info.context.user_id(),
+            id,
+        )
+        return Execution.from_model(row) if row else None
+
+    @strawberry.mutation(permission_classes=[SignedInUser])
+    async def delete_execution(self, info: Info, id: strawberry.ID) -> strawberry.ID:
+        services = info.context.services
+        return await executions.delete_execution(
+            info.context.settings,
+            services.redis,
+            services.publisher,
+            await info.context.user_id(),
+            id,
+        )
+
+    @strawberry.mutation(permission_classes=[SignedInUser])
+    async def share_execution(self, info: Info, id: strawberry.ID) -> ShareLink:
+        row = await executions.share_execution(await info.context.user_id(), id)
+        token = str(row.share_token)
+        base = info.context.settings.FRONTEND_BASE_URL.rstrip("/")
+        return ShareLink(share_url=f"{base}/share/{token}", share_token=token)
+
+    @strawberry.mutation(permission_classes=[SignedInUser])
+    async def unshare_execution(self, info: Info, id: strawberry.ID) -> Execution:
+        return Execution.from_model(
+            await executions.unshare_execution(await info.context.user_id(), id)
+        )

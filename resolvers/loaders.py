@@ -1,0 +1,60 @@
+"""Per-request DataLoaders: a list of graphs costs one query per relation,
+however many graphs, nodes or links it holds. Results come back in key order."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from strawberry.dataloader import DataLoader
+
+from app.models import LibraryAgent, Link, Node, NodeExecution
+from app.services import executions
+
+
+async def _nodes_by_graph(row_ids: list[int]) -> list[list[Node]]:
+    grouped: dict[int, list[Node]] = defaultdict(list)
+    for node in await Node.filter(graph_id__in=row_ids).order_by("position"):
+        grouped[node.graph_id].append(node)  # type: ignore[attr-defined]
+    return [grouped[row_id] for row_id in row_ids]
+
+
+async def _links_by_graph(row_ids: list[int]) -> list[list[Link]]:
+    grouped: dict[int, list[Link]] = defaultdict(list)
+    for link in await Link.filter(graph_id__in=row_ids).order_by("position"):
+        grouped[link.graph_id].append(link)  # type: ignore[attr-defined]
+    return [grouped[row_id] for row_id in row_ids]
+
+
+async def _library_entries(
+    keys: list[tuple[uuid.UUID, uuid.UUID]],
+) -> list[LibraryAgent | None]:
+    users = {user_id for user_id, _ in keys}
+    graphs = {graph_id for _, graph_id in keys}
+    rows = await LibraryAgent.filter(user_id__in=users, graph_id__in=graphs)
+    found = {(row.user_id, row.graph_id): row for row in rows}  # type: ignore[attr-defined]
+    return [found.get(key) for key in keys]
+
+
+async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExecution]]:
+    grouped = await executions.node_executions(execution_ids)
+    return [grouped[execution_id] for execution_id in execution_ids]
+
+
+@dataclass
+class Loaders:
+    nodes: DataLoader[int, list[Node]] = field(
+        default_factory=lambda: DataLoader(load_fn=_nodes_by_graph)
+    )
+    links: DataLoader[int, list[Link]] = field(
+        default_factory=lambda: DataLoader(load_fn=_links_by_graph)
+    )
+    # Settings change, so websocket connections (long-lived contexts) must not cache them.
+    library_entries: DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None] = field(
+        default_factory=lambda: DataLoader(load_fn=_library_entries, cache=False)
+    )
+    # Node executions change while a run goes on: never cached.
+    node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
+        default_factory=lambda: DataLoader(load_fn=_node_executions, cache=False)
+    )

@@ -1,0 +1,197 @@
+"""Graphs, their nodes and links, validation results and settings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app import models
+from app.context import Info
+from app.services import graphs as graph_service
+from app.services.graph_validation import Validation
+from schema.types.blocks import Block
+
+GraphSource = strawberry.enum(models.GraphSource, name="GraphSource")
+
+
+@strawberry.type
+class Node:
+    id: strawberry.ID
+    block_id: strawberry.ID
+    input_default: JSON = strawberry.field(description="Values of input pins that no link feeds.")
+    metadata: JSON
+
+    @strawberry.field
+    def block(self, info: Info) -> Block | None:
+        # Synchronous once the catalogue is loaded: a list of many nodes then
+        # costs no coroutine per node.
+        catalog = info.context.services.blocks
+        loaded, descriptor = catalog.get_loaded(str(self.block_id))
+        if loaded:
+            return Block.from_descriptor(descriptor) if descriptor else None
+        return self._load_block(catalog)
+
+    async def _load_block(self, catalog) -> Block | None:
+        descriptor = await catalog.get(str(self.block_id))
+        return Block.from_descriptor(descriptor) if descriptor else None
+
+    @classmethod
+    def from_model(cls, row: models.Node, for_export: bool = False) -> Node:
+        defaults = row.input_default or {}
+        return cls(
+            id=row.id,
+            block_id=row.block_id,
+            input_default=graph_service.export_defaults(defaults) if for_export else defaults,
+            metadata=row.metadata or {},
+        )
+
+
+@strawberry.type
+class Link:
+    id: strawberry.ID
+    source_id: strawberry.ID
+    sink_id: strawberry.ID
+    source_name: str
+    sink_name: str
+    is_static: bool
+
+    @classmethod
+    def from_model(cls, row: models.Link) -> Link:
+        return cls(
+            id=row.id,
+            source_id=row.source_id,
+            sink_id=row.sink_id,
+            source_name=row.source_name,
+            sink_name=row.sink_name,
+            is_static=row.is_static,
+        )
+
+
+@strawberry.type
+class GraphSettings:
+    human_in_the_loop_safe_mode: bool = strawberry.field(
+        description="Ask a person before running nodes marked sensitive."
+    )
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> GraphSettings:
+        return cls(
+            human_in_the_loop_safe_mode=bool(settings.get("human_in_the_loop_safe_mode", True))
+        )
+
+
+@strawberry.type
+class Graph:
+    id: strawberry.ID
+    version: int
+    is_active: bool
+    name: str
+    description: str
+    created_at: datetime
+    row_id: strawberry.Private[int]
+    owner_id: strawberry.Private[uuid.UUID]
+    for_export: strawberry.Private[bool] = False
+
+    async def _nodes(self, info: Info) -> list[models.Node]:
+        return await info.context.loaders.nodes.load(self.row_id)
+
+    @strawberry.field
+    async def nodes(self, info: Info) -> list[Node]:
+        return [Node.from_model(n, self.for_export) for n in await self._nodes(info)]
+
+    @strawberry.field
+    async def links(self, info: Info) -> list[Link]:
+        return [
+            Link.from_model(link) for link in await info.context.loaders.links.load(self.row_id)
+        ]
+
+    @strawberry.field(description="JSON Schema of the graph's inputs (its input blocks).")
+    async def input_schema(self, info: Info) -> JSON:
+        return graph_service.input_schema(await self._nodes(info))
+
+    @strawberry.field(description="JSON Schema of the graph's outputs (its output blocks).")
+    async def output_schema(self, info: Info) -> JSON:
+        return graph_service.output_schema(await self._nodes(info))
+
+    @strawberry.field(
+        description="JSON Schema of the credentials that its blocks and sub-graphs need."
+    )
+    async def credentials_input_schema(self, info: Info) -> JSON:
+        nodes = await self._nodes(info)
+        children = await graph_service.sub_graphs(self.owner_id, nodes)
+        child_nodes = await info.context.loaders.nodes.load_many([c.id for c in children])
+        return graph_service.credentials_input_schema(
+            [*nodes, *(node for group in child_nodes for node in group)]
+        )
+
+    @strawberry.field(description="Graphs that its sub-graph nodes run, at the versions they name.")
+    async def sub_graphs(self, info: Info) -> list[Graph]:
+        children = await graph_service.sub_graphs(self.owner_id, await self._nodes(info))
+        return [Graph.from_model(child, self.for_export) for child in children]
+
+    @strawberry.field
+    async def settings(self, info: Info) -> GraphSettings | None:
+        entry = await info.context.loaders.library_entries.load(
+            (self.owner_id, uuid.UUID(str(self.id)))
+        )
+        return GraphSettings.from_dict(entry.settings) if entry else None
+
+    @classmethod
+    def from_model(cls, row: models.Graph, for_export: bool = False) -> Graph:
+        return cls(
+            id=row.graph_id,
+            version=row.version,
+            is_active=row.is_active,
+            name=row.name,
+            description=row.description,
+            created_at=row.created_at,
+            row_id=row.id,
+            owner_id=row.user_id,  # type: ignore[attr-defined]
+            for_export=for_export,
+        )
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class GraphEdge:
+    cursor: str
+    node: Graph
+
+
+@strawberry.type
+class GraphConnection:
+    edges: list[GraphEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.type
+class NodeError:
+    node_id: strawberry.ID
+    errors: JSON = strawberry.field(description="Input pin name to what is wrong with it.")
+
+
+@strawberry.type
+class GraphValidation:
+    valid: bool
+    message: str | None
+    node_errors: list[NodeError]
+
+    @classmethod
+    def from_validation(cls, validation: Validation) -> GraphValidation:
+        return cls(
+            valid=validation.valid,
+            message=None if validation.valid else validation.summary(),
+            node_errors=[
+                NodeError(node_id=node_id, errors=errors)
+                for node_id, errors in validation.node_errors.items()
+            ],
+        )

@@ -1,0 +1,62 @@
+"""User, notification preferences."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from app import models
+from app.context import Info
+from app.services import ledger, users
+
+NotificationType = strawberry.enum(models.NotificationType, name="NotificationType")
+
+
+@strawberry.type
+class NotificationSetting:
+    type: NotificationType
+    enabled: bool
+
+
+@strawberry.type
+class NotificationPreferences:
+    settings: list[NotificationSetting]
+    daily_limit: int
+
+    @classmethod
+    def from_model(cls, row: models.NotificationPreferences) -> NotificationPreferences:
+        return cls(
+            settings=[
+                NotificationSetting(type=kind, enabled=on)
+                for kind, on in users.notification_settings(row)
+            ],
+            daily_limit=row.daily_limit,
+        )
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    email: str
+    name: str | None
+    timezone: str
+    created_at: datetime
+
+    @strawberry.field(description="Current balance in credits.")
+    async def credits(self, info: Info) -> int:
+        return await ledger.get_balance(self.id)
+
+    @strawberry.field
+    async def notification_preferences(self, info: Info) -> NotificationPreferences:
+        return NotificationPreferences.from_model(await users.get_notification_preferences(self.id))
+
+    @classmethod
+    def from_model(cls, row: models.User) -> User:
+        return cls(
+            id=row.id,
+            email=row.email,
+            name=row.name,
+            timezone=row.timezone,
+            created_at=row.created_at,
+        )

@@ -1,0 +1,123 @@
+"""The test harness: real PostgreSQL, real Redis, a real uvicorn.
+
+Each test run gets its own PostgreSQL database and Redis key prefix, and drops
+both at the end. The API runs as a real `agentgraph serve` process on a free
+port; tests talk to it over HTTP and websockets like any client, and read the
+database directly only to check what did (or did not) change.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+RUN_ID = uuid.uuid4().hex[:10]
+PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:5432/postgres")
+PG_DATABASE = f"agentgraph_test_{RUN_ID}"
+PG_URL = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_DATABASE}"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# The settings every process of this run shares (the test process and the
+# servers it starts). Production mode, so the dev-secret refusal is live.
+TEST_ENV = {
+    "ENVIRONMENT": "production",
+    "DATABASE_URL": PG_URL + "?maxsize=30",
+    "REDIS_URL": REDIS_URL,
+    "REDIS_PREFIX": f"agentgraph-test-{RUN_ID}:",
+    "JWT_SECRET": f"test-jwt-secret-{RUN_ID}-0123456789abcdef",
+    "API_KEY_PEPPER": f"test-pepper-{RUN_ID}",
+    "STARTING_CREDITS": "250",
+    "FRONTEND_BASE_URL": "https://app.example.test",
+    "LOG_LEVEL": "WARNING",
+}
+os.environ.update(TEST_ENV)
+
+from app.settings import get_settings  # noqa: E402  (after the environment is set)
+from tests.harness import (  # noqa: E402
+    ApiServer,
+    GraphQLClient,
+    TestUser,
+    WorkerProcess,
+    create_database,
+    drop_database,
+    drop_redis_prefix,
+)
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[str]:
+    """This run's PostgreSQL database, built by the migrations; the test
+    process's ORM is connected to it for direct checks."""
+    from tortoise import Tortoise
+
+    from app.schema_migrations import apply_migrations
+    from app.settings import tortoise_config
+
+    await create_database(PG_ADMIN_DSN, PG_DATABASE)
+    try:
+        await apply_migrations(TEST_ENV["DATABASE_URL"])
+        await Tortoise.init(
+            config=tortoise_config(TEST_ENV["DATABASE_URL"]), _enable_global_fallback=True
+        )
+        yield TEST_ENV["DATABASE_URL"]
+        await Tortoise.close_connections()
+    finally:
+        await drop_database(PG_ADMIN_DSN, PG_DATABASE)
+        await drop_redis_prefix(REDIS_URL, TEST_ENV["REDIS_PREFIX"])
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+async def api(database: str) -> AsyncIterator[ApiServer]:
+    """A real `agentgraph serve` on a free port."""
+    server = ApiServer(env=TEST_ENV)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def worker(database: str) -> AsyncIterator[WorkerProcess]:
+    """A real `agentgraph worker` process for the run."""
+    process = WorkerProcess(env=TEST_ENV)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+@pytest.fixture
+async def gql(api: ApiServer) -> AsyncIterator[GraphQLClient]:
+    client = GraphQLClient(api.base_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def new_user(settings):
+    """A factory of fresh users (not yet seen by the server) with tokens."""
+
+    def make(email: str | None = None, *, admin: bool = False) -> TestUser:
+        return TestUser.fresh(settings, email=email, admin=admin)
+
+    return make
+
+
+@pytest.fixture
+async def user(new_user, gql: GraphQLClient) -> TestUser:
+    """A user the server has seen once (so their row and grant exist)."""
+    person = new_user()
+    await gql.ok("{ me { id } }", token=person.token)
+    return person

@@ -1,0 +1,176 @@
+"""The block catalogue and executeBlock through GraphQL (SEMANTICS.md §5)."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.models import CreditTransaction, CreditTransactionType
+from app.services import blocks as block_service
+from app.services import ledger
+from app.settings import get_settings
+from tests.graph_builders import block_id
+
+BLOCKS = """query($c: String) { blocks(category: $c) { id name description categories
+  inputSchema outputSchema staticOutput disabled costs { amount type filter } } }"""
+BLOCK = "query($id: ID!) { block(id: $id) { name disabled costs { amount type filter } } }"
+EXECUTE = """mutation($id: ID!, $input: JSON!) {
+  executeBlock(blockId: $id, input: $input) { outputs cost } }"""
+
+EXPECTED = {
+    "AgentInput",
+    "AgentOutput",
+    "StoreValue",
+    "TextTemplate",
+    "Calculator",
+    "Condition",
+    "MatchTextPattern",
+    "ExtractText",
+    "FindInDictionary",
+    "CreateDictionary",
+    "CreateList",
+    "AddToList",
+    "ForEach",
+    "JsonParse",
+    "JsonStringify",
+    "SplitText",
+    "JoinText",
+    "CountItems",
+    "Wait",
+    "CurrentTime",
+    "HttpRequest",
+    "SubGraph",
+    "LLMCall",
+}
+
+
+async def test_blocks_lists_every_enabled_block_with_schemas(gql, user):
+    listed = (await gql.ok(BLOCKS, token=user.token))["blocks"]
+    names = {b["name"] for b in listed}
+    # LLMCall is disabled here (no LLM_API_BASE), so it is not listed.
+    assert names == EXPECTED - {"LLMCall"}
+    for block in listed:
+        assert block["disabled"] is False
+        assert block["inputSchema"]["type"] == "object"
+        assert "error" in block["outputSchema"]["properties"]
+    store = next(b for b in listed if b["name"] == "StoreValue")
+    assert store["staticOutput"] is True
+    assert set(store["inputSchema"]["properties"]) == {"input", "data"}
+    wait = next(b for b in listed if b["name"] == "Wait")
+    assert wait["costs"] == [{"amount": 1, "type": "SECOND", "filter": {}}]
+
+
+async def test_block_by_id_shows_disabled_blocks_and_null_for_unknown(gql, user):
+    llm = (await gql.ok(BLOCK, {"id": block_id("LLMCall")}, token=user.token))["block"]
+    assert llm["name"] == "LLMCall" and llm["disabled"] is True
+    assert any(c["filter"] for c in llm["costs"])
+    for unknown in (str(uuid.uuid4()), "not-an-id"):
+        assert (await gql.ok(BLOCK, {"id": unknown}, token=user.token))["block"] is None
+
+
+async def test_category_filter(gql, user):
+    listed = (await gql.ok(BLOCKS, {"c": "logic"}, token=user.token))["blocks"]
+    assert {b["name"] for b in listed} >= {"Calculator", "Condition"}
+    assert all("LOGIC" in b["categories"] for b in listed)
+
+
+async def test_catalogue_is_computed_once_and_shared_through_redis():
+    settings = get_settings()
+    first, second = block_service.BlockCatalog(settings), block_service.BlockCatalog(settings)
+    try:
+        await first.descriptors()
+        await second.descriptors()
+        await second.descriptors()
+        # The run's API process already stored it, so neither had to build it.
+        assert first.computed == 0 and second.computed == 0
+        assert await first.descriptors() == await second.descriptors()
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_execute_block_returns_outputs_per_pin(gql, user):
+    data = await gql.ok(
+        EXECUTE, {"id": block_id("ForEach"), "input": {"items": ["a", "b"]}}, token=user.token
+    )
+    assert data["executeBlock"] == {"outputs": {"item": ["a", "b"], "key": [0, 1]}, "cost": 0}
+    data = await gql.ok(
+        EXECUTE,
+        {"id": block_id("Calculator"), "input": {"operation": "divide", "a": 1, "b": 0}},
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"]["error"][0]
+
+
+async def test_execute_block_charges_seconds(gql, user):
+    before = (await gql.ok("{ me { credits } }", token=user.token))["me"]["credits"]
+    data = await gql.ok(
+        EXECUTE, {"id": block_id("Wait"), "input": {"input": 7, "seconds": 1}}, token=user.token
+    )
+    assert data["executeBlock"] == {"outputs": {"output": [7]}, "cost": 1}
+    after = (await gql.ok("{ me { credits } }", token=user.token))["me"]["credits"]
+    assert after == before - 1
+    usage = await CreditTransaction.filter(user_id=user.id, type="USAGE")
+    assert [t.amount for t in usage] == [-1]
+
+
+async def test_execute_block_bad_input_changes_nothing(gql, user):
+    before = await ledger.get_balance(user.id)
+    cases = [
+        (str(uuid.uuid4()), {}, "NOT_FOUND"),
+        ("not-a-uuid", {}, "NOT_FOUND"),
+        (block_id("LLMCall"), {"prompt": "hi"}, "FORBIDDEN"),
+        (block_id("Calculator"), {"operation": "modulo", "a": 1, "b": 2}, "BAD_USER_INPUT"),
+        (block_id("StoreValue"), {"nope": 1}, "BAD_USER_INPUT"),
+        (block_id("StoreValue"), [1, 2], "BAD_USER_INPUT"),
+        (block_id("Wait"), {"seconds": -1}, "BAD_USER_INPUT"),
+    ]
+    for block, payload, code in cases:
+        error = await gql.error(EXECUTE, {"id": block, "input": payload}, token=user.token)
+        assert error["extensions"]["code"] == code, (block, payload)
+    error = await gql.error(
+        EXECUTE,
+        {"id": block_id("Calculator"), "input": {"operation": "modulo", "a": 1, "b": 2}},
+        token=user.token,
+    )
+    assert "operation" in error["extensions"]["pinErrors"]
+    assert await ledger.get_balance(user.id) == before
+    assert await CreditTransaction.filter(user_id=user.id, type="USAGE").count() == 0
+
+
+async def test_execute_block_refuses_when_the_cost_is_above_the_balance(gql, user):
+    balance = await ledger.get_balance(user.id)
+    await ledger.record_transaction(
+        user.id, -balance, CreditTransactionType.USAGE, f"drain:{user.id}"
+    )
+    for block, payload in (
+        (block_id("HttpRequest"), {"url": "https://example.com"}),
+        (block_id("Wait"), {"seconds": 1}),
+    ):
+        code = await gql.error_code(EXECUTE, {"id": block, "input": payload}, token=user.token)
+        assert code == "INSUFFICIENT_CREDITS"
+    assert await ledger.get_balance(user.id) == 0
+    # Free blocks still run.
+    data = await gql.ok(
+        EXECUTE, {"id": block_id("StoreValue"), "input": {"data": 1}}, token=user.token
+    )
+    assert data["executeBlock"]["cost"] == 0
+
+
+async def test_api_key_scopes_for_blocks(gql, user):
+    async def key(permission: str) -> str:
+        data = await gql.ok(
+            'mutation($p: [ApiKeyPermission!]!) { createApiKey(input: {name: "k", '
+            "permissions: $p}) { plainTextKey } }",
+            {"p": [permission]},
+            token=user.token,
+        )
+        return data["createApiKey"]["plainTextKey"]
+
+    reader, runner = await key("READ_BLOCK"), await key("EXECUTE_BLOCK")
+    assert (await gql.ok("{ blocks { id } }", api_key=reader))["blocks"]
+    assert await gql.error_code("{ blocks { id } }", api_key=runner) == "FORBIDDEN"
+    payload = {"id": block_id("StoreValue"), "input": {"data": 2}}
+    assert (await gql.ok(EXECUTE, payload, api_key=runner))["executeBlock"]["outputs"] == {
+        "output": [2]
+    }
+    assert await gql.error_code(EXECUTE, payload, api_key=reader) == "FORBIDDEN"

@@ -1,0 +1,71 @@
+"""The arq worker: which functions and cron jobs it runs, and the connections it owns."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import cron, func
+from tortoise import Tortoise
+
+from app.clients.redis import arq_health_check_key, arq_queue_name, arq_redis_settings
+from app.events import EventPublisher
+from app.services.auto_top_up import QueuedAutoTopUp
+from app.settings import get_settings, tortoise_config
+from workers.engine.context import EngineContext
+from workers.jobs.auto_top_up import auto_top_up
+from workers.jobs.executions import run_execution
+from workers.jobs.maintenance import prune_processed_stripe_events
+
+log = logging.getLogger(__name__)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    settings.check_secrets()
+    await Tortoise.init(config=tortoise_config(settings.DATABASE_URL), _enable_global_fallback=True)
+    ctx["settings"] = settings
+    ctx["engine"] = EngineContext(
+        settings=settings,
+        redis=ctx["redis"],
+        publisher=EventPublisher(ctx["redis"], settings.REDIS_PREFIX),
+        auto_top_up=QueuedAutoTopUp(ctx["redis"]),
+    )
+    log.info("worker started on queue %s", arq_queue_name(settings))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await Tortoise.close_connections()
+    log.info("worker stopped")
+
+
+def worker_settings() -> type:
+    """arq's WorkerSettings, built from the current Settings (queue names carry the prefix)."""
+    settings = get_settings()
+
+    class WorkerSettings:
+        functions = [
+            # Long runs are fine: liveness comes from the run's lease, not a timeout.
+            func(run_execution, timeout=24 * 3600, max_tries=50, keep_result=3600),
+            # keep_result=0: a later drop below the threshold can ask again.
+            func(auto_top_up, timeout=120, keep_result=0),
+            prune_processed_stripe_events,
+        ]
+        cron_jobs = [
+            cron(
+                prune_processed_stripe_events,
+                hour={3},
+                minute={17},
+                unique=True,
+                run_at_startup=False,
+            ),
+        ]
+        on_startup = startup
+        on_shutdown = shutdown
+        redis_settings = arq_redis_settings(settings)
+        queue_name = arq_queue_name(settings)
+        health_check_key = arq_health_check_key(settings)
+        allow_abort_jobs = True
+        handle_signals = True
+
+    return WorkerSettings
