@@ -56,6 +56,11 @@ class AppServices:
     events: EventReader
     hub: EventHub
 
+    async def aclose(self) -> None:
+        await self.hub.aclose()
+        await self.blocks.aclose()
+        await self.redis.aclose()
+
 
 class GraphQLView(GraphQL):
     """strawberry's ASGI view with our context, websocket sign-in and offline GraphiQL."""
@@ -225,6 +230,21 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type="text/plain; version=0.0.4")
 
 
+async def start_services(settings: Settings) -> AppServices:
+    """The long-lived clients one API process shares across requests."""
+    redis = create_redis(settings)
+    hub = EventHub(settings.REDIS_URL)
+    await hub.start()
+    return AppServices(
+        settings=settings,
+        redis=redis,
+        blocks=BlockCatalog(settings),
+        publisher=EventPublisher(redis, settings.REDIS_PREFIX),
+        events=EventReader(redis, settings.REDIS_PREFIX),
+        hub=hub,
+    )
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     settings.check_secrets()
@@ -234,24 +254,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await Tortoise.init(
             config=tortoise_config(settings.DATABASE_URL), _enable_global_fallback=True
         )
-        redis = create_redis(settings)
-        blocks = BlockCatalog(settings)
-        hub = EventHub(settings.REDIS_URL)
-        await hub.start()
-        app.state.services = AppServices(
-            settings=settings,
-            redis=redis,
-            blocks=blocks,
-            publisher=EventPublisher(redis, settings.REDIS_PREFIX),
-            events=EventReader(redis, settings.REDIS_PREFIX),
-            hub=hub,
-        )
+        app.state.services = await start_services(settings)
         try:
             yield
         finally:
-            await hub.aclose()
-            await blocks.aclose()
-            await redis.aclose()
+            await app.state.services.aclose()
             await Tortoise.close_connections()
 
     view = GraphQLView(settings)

@@ -10,11 +10,9 @@ from typing import Any
 
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
 
-from app.clients.redis import create_redis
 from app.context import Context
-from app.main import AppServices
+from app.main import start_services
 from app.principal import Principal
-from app.services.blocks import BlockCatalog
 from app.settings import get_settings
 from resolvers.loaders import Loaders
 from schema import build_schema
@@ -42,9 +40,7 @@ async def counting_queries(monkeypatch) -> AsyncIterator[QueryCounter]:
 @asynccontextmanager
 async def schema_runner() -> AsyncIterator[Any]:
     settings = get_settings()
-    services = AppServices(
-        settings=settings, redis=create_redis(settings), blocks=BlockCatalog(settings)
-    )
+    services = await start_services(settings)
     schema = build_schema(settings)
 
     async def run(query: str, user_id: uuid.UUID, variables: dict | None = None):
@@ -55,6 +51,4 @@ async def schema_runner() -> AsyncIterator[Any]:
     try:
         yield run
     finally:
-        await services.hub.aclose()
-        await services.blocks.aclose()
-        await services.redis.aclose()
+        await services.aclose()
