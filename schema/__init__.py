@@ -7,6 +7,10 @@ import strawberry
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
 
+from graphql import GraphQLInputField
+from graphql.type.definition import GraphQLDefaultInput
+from graphql.utilities.value_to_literal import default_scalar_value_to_literal
+
 from app.settings import Settings
 
 
@@ -60,6 +64,27 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ]
     if not settings.GRAPHQL_EXPLORER:
         extensions.append(DisableIntrospection)
-    return AgentGraphSchema(
+    schema = AgentGraphSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )
+    _give_json_defaults_a_literal(schema)
+    return schema
+
+
+def _give_json_defaults_a_literal(schema: strawberry.Schema) -> None:
+    """graphql-core cannot turn a JSON scalar's object default (`inputs: JSON! = {}`)
+    into an AST, so introspection of `defaultValue` would fail; give such
+    defaults their literal up front."""
+    for named in schema._schema.type_map.values():
+        fields = getattr(named, "fields", None)
+        if not isinstance(fields, dict):
+            continue
+        for field in fields.values():
+            inputs = [field] if isinstance(field, GraphQLInputField) else []
+            inputs += list(getattr(field, "args", {}).values())
+            for item in inputs:
+                value = item.default_value
+                if item.default is None and isinstance(value, dict | list):
+                    item.default = GraphQLDefaultInput(
+                        literal=default_scalar_value_to_literal(value)
+                    )
