@@ -4,12 +4,11 @@ plus the limit and error extensions that run before and after every resolver."""
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
-from strawberry.extensions.disable_introspection import DisableIntrospection
-
 from graphql import GraphQLInputField
 from graphql.type.definition import GraphQLDefaultInput
 from graphql.utilities.value_to_literal import default_scalar_value_to_literal
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
+from strawberry.extensions.disable_introspection import DisableIntrospection
 
 from app.settings import Settings
 
