@@ -36,6 +36,12 @@ RESOLVER_ERRORS = Counter(
     ["code"],
     registry=REGISTRY,
 )
+STRIPE_WEBHOOKS = Counter(
+    "agentgraph_stripe_webhooks",
+    "Stripe webhook deliveries, by outcome (applied, ignored, duplicate, refused)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 
 def shared_metric_families(

@@ -1,0 +1,1 @@
+"""Plain HTTP routes beside /graphql: the Stripe webhook and file uploads."""

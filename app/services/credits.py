@@ -1,23 +1,334 @@
-"""Credits beyond the ledger core: top-ups and their payment provider."""
+"""Credits beyond the ledger core: Stripe top-ups, refunds, auto top-up, history.
+
+Exactly-once crediting rests on the ledger: a top-up is one transaction keyed
+by its Checkout Session id (or, for auto top-ups, its PaymentIntent id), and
+activating or recording it happens under the user's balance row lock. So any
+number of webhooks, replays and fulfillCheckout calls, in any order and at the
+same time, credit it once.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from app.models import AutoTopUpConfig
+from tortoise.exceptions import IntegrityError
+
+from app.clients.stripe_gateway import CheckoutState, StripeGateway
+from app.errors import AppError, ErrorCode, bad_input, not_found
+from app.models import (
+    AutoTopUpConfig,
+    CreditTransaction,
+    CreditTransactionType,
+    RefundRequest,
+    RefundRequestStatus,
+    User,
+)
 from app.services import ledger
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
+
+MIN_TOP_UP = 500
+# $10,000 at once: far above any real top-up, far below the 32-bit balance.
+MAX_TOP_UP = 1_000_000
+MAX_HISTORY_PAGE = 1000
+MAX_REASON_LENGTH = 2000
+
+
+def gateway(settings: Settings) -> StripeGateway:
+    return StripeGateway(settings)
+
+
+async def ensure_customer(gw: StripeGateway, user_id: uuid.UUID) -> str:
+    """The user's Stripe customer, created on first need."""
+    user = await User.get(id=user_id)
+    if user.stripe_customer_id:
+        return user.stripe_customer_id
+    customer = await gw.create_customer(str(user_id), user.email)
+    # Two first needs at once get the same customer (Stripe idempotency key);
+    # only the first write lands.
+    await User.filter(id=user_id, stripe_customer_id=None).update(stripe_customer_id=customer)
+    user = await User.get(id=user_id)
+    return user.stripe_customer_id or customer
+
+
+def _check_amount(amount: int, what: str) -> None:
+    if amount < MIN_TOP_UP:
+        raise bad_input(f"{what} must be at least {MIN_TOP_UP} credits", minimum=MIN_TOP_UP)
+    if amount > MAX_TOP_UP:
+        raise bad_input(f"{what} must be at most {MAX_TOP_UP} credits", maximum=MAX_TOP_UP)
+
+
+# ------------------------------------------------------------------ top-ups
+
+
+@dataclass(frozen=True)
+class Checkout:
+    session_id: str
+    url: str
+
+
+async def request_top_up(settings: Settings, user_id: uuid.UUID, amount: int) -> Checkout:
+    _check_amount(amount, "amount")
+    gw = gateway(settings)
+    customer = await ensure_customer(gw, user_id)
+    session_id, url = await gw.create_checkout(
+        customer=customer, user_id=str(user_id), amount=amount
+    )
+    await ledger.record_transaction(
+        user_id,
+        amount,
+        CreditTransactionType.TOP_UP,
+        key=session_id,
+        active=False,
+        description="Top-up",
+        metadata={"checkout_session": session_id},
+    )
+    return Checkout(session_id=session_id, url=url)
+
+
+async def credit_paid_checkout(state: CheckoutState) -> bool:
+    """Credit a paid Checkout Session once; True when this call credited it."""
+    if not state.paid:
+        return False
+    extra = {"payment_intent": state.payment_intent} if state.payment_intent else {}
+    entry = await ledger.activate_transaction(state.session_id, metadata=extra)
+    if entry is not None:
+        return entry.created
+    # The webhook came before requestTopUp stored its row (or for a session
+    # made elsewhere): the session's own metadata names the user and amount.
+    owner, credits = _top_up_metadata(state)
+    if owner is None or credits is None or not await User.exists(id=owner):
+        log.warning("paid checkout %s names no known user; ignored", state.session_id)
+        return False
+    try:
+        recorded = await ledger.record_transaction(
+            owner,
+            credits,
+            CreditTransactionType.TOP_UP,
+            key=state.session_id,
+            description="Top-up",
+            metadata={"checkout_session": state.session_id, **extra},
+        )
+    except AppError as error:  # the key belongs to another user: not ours to credit
+        log.warning("checkout %s: %s", state.session_id, error.message)
+        return False
+    if recorded.created:
+        return True
+    # requestTopUp stored it (inactive) in between: activate it now.
+    entry = await ledger.activate_transaction(state.session_id, metadata=extra)
+    return bool(entry and entry.created)
+
+
+def _top_up_metadata(state: CheckoutState) -> tuple[uuid.UUID | None, int | None]:
+    if state.metadata.get("kind") != "top_up":
+        return None, None
+    try:
+        owner = uuid.UUID(state.metadata["user_id"])
+        credits = int(state.metadata["credits"])
+    except (KeyError, ValueError):
+        return None, None
+    return (owner, credits) if MIN_TOP_UP <= credits <= MAX_TOP_UP else (None, None)
+
+
+async def fulfill_checkout(settings: Settings, user_id: uuid.UUID) -> int:
+    """Ask Stripe about the user's unpaid checkouts; credit the paid ones."""
+    open_keys = await CreditTransaction.filter(
+        user_id=user_id, type=CreditTransactionType.TOP_UP, is_active=False
+    ).values_list("key", flat=True)
+    if not open_keys:
+        return 0
+    gw = gateway(settings)
+    credited = 0
+    for key in open_keys:
+        state = await gw.checkout_state(str(key))
+        if state.paid and await credit_paid_checkout(state):
+            credited += 1
+    return credited
+
+
+# ------------------------------------------------------------------ refunds
+
+
+async def refund_top_up(
+    settings: Settings, user_id: uuid.UUID, transaction_key: str, reason: str
+) -> RefundRequest:
+    """Refund one of the user's top-ups: at once through Stripe when none of its
+    credits were spent since, else as a PENDING request for an admin."""
+    reason = reason.strip()
+    if not reason:
+        raise bad_input("reason must not be empty")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise bad_input(f"reason must be at most {MAX_REASON_LENGTH} characters")
+    top_up = await CreditTransaction.get_or_none(
+        key=transaction_key, user_id=user_id, type=CreditTransactionType.TOP_UP, is_active=True
+    )
+    if top_up is None:
+        raise not_found("Transaction")
+    if await RefundRequest.exists(transaction_key=transaction_key):
+        raise AppError(ErrorCode.CONFLICT, "A refund was already requested for this top-up")
+    spent_since = await CreditTransaction.filter(
+        user_id=user_id, is_active=True, amount__lt=0, created_at__gt=top_up.created_at
+    ).exists()
+    payment_intent = (top_up.metadata or {}).get("payment_intent")
+    try:
+        request = await RefundRequest.create(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            transaction_key=transaction_key,
+            amount=top_up.amount,
+            reason=reason,
+            status=RefundRequestStatus.PENDING,
+        )
+    except IntegrityError as error:  # a second refund of the same top-up, at once
+        raise AppError(
+            ErrorCode.CONFLICT, "A refund was already requested for this top-up"
+        ) from error
+    if spent_since or not payment_intent:
+        return request
+    try:
+        refund_id = await gateway(settings).refund(
+            payment_intent=payment_intent,
+            amount=top_up.amount,
+            metadata={"user_id": str(user_id), "transaction_key": transaction_key},
+        )
+    except AppError:
+        # Nothing happened at Stripe: forget the request so the user may retry.
+        await request.delete()
+        raise
+    await record_refund(user_id, refund_id, top_up.amount, "Refund of a top-up")
+    request.status = RefundRequestStatus.APPROVED
+    request.result = f"Refunded through Stripe ({refund_id})"
+    await request.save(update_fields=["status", "result", "updated_at"])
+    return request
+
+
+async def record_refund(user_id: uuid.UUID, refund_id: str, amount: int, description: str) -> bool:
+    """Take refunded money's credits back, once per Stripe refund id."""
+    entry = await ledger.record_transaction(
+        user_id,
+        -amount,
+        CreditTransactionType.REFUND,
+        key=f"refund:{refund_id}",
+        # The money is gone already; the balance may have to go below zero.
+        allow_negative=True,
+        description=description,
+        metadata={"refund": refund_id},
+    )
+    return entry.created
+
+
+async def refund_requests(user_id: uuid.UUID) -> list[RefundRequest]:
+    return await RefundRequest.filter(user_id=user_id).order_by("-created_at", "-id")
+
+
+# ------------------------------------------------------------------ auto top-up
+
+
+async def get_auto_top_up(user_id: uuid.UUID) -> AutoTopUpConfig:
+    config = await AutoTopUpConfig.get_or_none(user_id=user_id)
+    return config or AutoTopUpConfig(user_id=user_id, threshold=0, amount=0)
+
+
+async def configure_auto_top_up(
+    settings: Settings, user_id: uuid.UUID, threshold: int, amount: int
+) -> AutoTopUpConfig:
+    """Save the rule; when the balance is already below the threshold, top up
+    at once (the rule is saved only if that charge succeeds)."""
+    if threshold < 0:
+        raise bad_input("threshold must be at least 0")
+    if amount != 0:
+        _check_amount(amount, "amount")
+        if amount < threshold:
+            raise bad_input("amount must be at least the threshold")
+    elif threshold > MAX_TOP_UP:
+        raise bad_input(f"threshold must be at most {MAX_TOP_UP}")
+    if amount > 0:
+        gw = gateway(settings)
+        if await ledger.get_balance(user_id) < threshold:
+            await _charge_saved_card(gw, user_id, amount)
+    await AutoTopUpConfig.update_or_create(
+        defaults={"threshold": threshold, "amount": amount}, user_id=user_id
+    )
+    return await get_auto_top_up(user_id)
+
 
 async def run_auto_top_up(settings: Settings, user_id: uuid.UUID) -> str:
-    """Charge the saved card for the configured amount when the balance is below
-    the threshold. Needs a payment provider; without one nothing is charged."""
+    """The worker's side of the auto top-up hook: charge the saved card for the
+    configured amount when the balance is still below the threshold."""
     config = await AutoTopUpConfig.get_or_none(user_id=user_id)
     if config is None or config.amount <= 0:
         return "off"
-    balance = await ledger.get_balance(user_id)
-    if balance >= config.threshold:
+    if await ledger.get_balance(user_id) >= config.threshold:
         return "not needed"
     if not settings.STRIPE_SECRET_KEY:
         return "payments not configured"
-    raise NotImplementedError("Stripe top-ups arrive with the credits issue")
+    credited = await _charge_saved_card(gateway(settings), user_id, config.amount)
+    return "credited" if credited else "already credited"
+
+
+async def _charge_saved_card(gw: StripeGateway, user_id: uuid.UUID, amount: int) -> bool:
+    customer = await ensure_customer(gw, user_id)
+    # Keyed by the ledger's latest row: a retried job (no new transaction since)
+    # reuses the key, so Stripe answers with the same charge instead of a new one.
+    latest = (
+        await CreditTransaction.filter(user_id=user_id, is_active=True)
+        .order_by("-created_at", "-id")
+        .first()
+        .values_list("id", flat=True)
+    )
+    charge = await gw.charge_saved_card(
+        customer=customer,
+        amount=amount,
+        user_id=str(user_id),
+        idempotency_key=f"auto-top-up-{user_id}-{latest}",
+    )
+    if not charge.succeeded:
+        raise AppError(ErrorCode.PAYMENT_PROVIDER_ERROR, "The saved card needs the user's action")
+    entry = await ledger.record_transaction(
+        user_id,
+        amount,
+        CreditTransactionType.TOP_UP,
+        key=charge.payment_intent,
+        description="Auto top-up",
+        metadata={"payment_intent": charge.payment_intent, "auto": True},
+    )
+    return entry.created
+
+
+async def billing_portal_url(settings: Settings, user_id: uuid.UUID) -> str:
+    gw = gateway(settings)
+    return await gw.billing_portal(await ensure_customer(gw, user_id))
+
+
+# ------------------------------------------------------------------ history
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    transactions: list[CreditTransaction]
+    next_transaction_time: datetime | None
+
+
+async def credit_history(
+    user_id: uuid.UUID,
+    *,
+    before: datetime | None,
+    type: CreditTransactionType | None,
+    first: int,
+) -> HistoryPage:
+    """Active transactions, newest first; page on with `before`."""
+    if not 1 <= first <= MAX_HISTORY_PAGE:
+        raise bad_input(f"first must be between 1 and {MAX_HISTORY_PAGE}")
+    query = CreditTransaction.filter(user_id=user_id, is_active=True)
+    if type is not None:
+        query = query.filter(type=type)
+    if before is not None:
+        query = query.filter(created_at__lt=before)
+    rows = await query.order_by("-created_at", "-id").limit(first + 1)
+    more = len(rows) > first
+    rows = rows[:first]
+    return HistoryPage(rows, rows[-1].created_at if more and rows else None)

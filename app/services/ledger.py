@@ -99,9 +99,12 @@ async def record_transaction(
         return LedgerEntry(transaction, created=True)
 
 
-async def activate_transaction(key: str, user_id: uuid.UUID | None = None) -> LedgerEntry | None:
-    """Make an inactive transaction count (a paid checkout). Idempotent; None when
-    no such key (or it belongs to someone other than `user_id`)."""
+async def activate_transaction(
+    key: str, user_id: uuid.UUID | None = None, metadata: dict[str, Any] | None = None
+) -> LedgerEntry | None:
+    """Make an inactive transaction count (a paid checkout), adding `metadata` to
+    the row's. Idempotent; None when no such key (or it belongs to someone other
+    than `user_id`)."""
     found = await CreditTransaction.filter(key=key).only("user_id").first()
     if found is None or (user_id is not None and found.user_id != user_id):  # type: ignore[attr-defined]
         return None
@@ -113,12 +116,15 @@ async def activate_transaction(key: str, user_id: uuid.UUID | None = None) -> Le
             return LedgerEntry(transaction, created=False)
         new_balance = balance.balance + transaction.amount
         now = utcnow()
+        merged = {**(transaction.metadata or {}), **(metadata or {})}
         # The activation time becomes the row's time, so the latest active
         # transaction still carries the balance.
         await (
             CreditTransaction.filter(id=transaction.id)
             .using_db(conn)
-            .update(is_active=True, running_balance=new_balance, created_at=now)
+            .update(
+                is_active=True, running_balance=new_balance, created_at=now, metadata=merged
+            )
         )
         await (
             UserBalance.filter(user_id=owner)
@@ -128,4 +134,5 @@ async def activate_transaction(key: str, user_id: uuid.UUID | None = None) -> Le
         transaction.is_active = True
         transaction.running_balance = new_balance
         transaction.created_at = now
+        transaction.metadata = merged
         return LedgerEntry(transaction, created=True)

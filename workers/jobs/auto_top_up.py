@@ -1,4 +1,4 @@
-"""Auto top-up, off the node's path."""
+"""Auto top-up, off the node's path: charge the saved card, credit it once."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ import logging
 import uuid
 from typing import Any
 
+from app.errors import AppError
+from app.services import credits
+
 log = logging.getLogger(__name__)
 
 
 async def auto_top_up(ctx: dict[str, Any], user_id: str) -> str:
-    from app.services import credits
-
-    result = await credits.run_auto_top_up(ctx["settings"], uuid.UUID(user_id))
+    try:
+        result = await credits.run_auto_top_up(ctx["settings"], uuid.UUID(user_id))
+    except AppError as error:
+        # A declined card is the user's to fix; retrying would only decline again.
+        log.warning("auto top-up for %s failed: %s", user_id, error.message)
+        return f"failed: {error.message}"
     log.info("auto top-up for %s: %s", user_id, result)
     return result
