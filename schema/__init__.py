@@ -23,21 +23,26 @@ class AgentGraphSchema(strawberry.Schema):
 def build_schema(settings: Settings) -> strawberry.Schema:
     from resolvers.api_keys import ApiKeyMutations, ApiKeyQueries
     from resolvers.blocks import BlockMutations, BlockQueries
+    from resolvers.credits import CreditMutations, CreditQueries
     from resolvers.executions import ExecutionMutations, ExecutionQueries
     from resolvers.graphs import GraphMutations, GraphQueries
     from resolvers.onboarding import OnboardingMutations, OnboardingQueries
+    from resolvers.schedules import ScheduleMutations, ScheduleQueries
     from resolvers.subscriptions import Subscription
     from resolvers.users import UserMutations, UserQueries
     from schema.extensions import ErrorCodes
     from schema.limits import depth_limit_rule
+    from schema.rate_limit import MutationRateLimit
 
     @strawberry.type
     class Query(
         UserQueries,
         OnboardingQueries,
         BlockQueries,
+        CreditQueries,
         GraphQueries,
         ExecutionQueries,
+        ScheduleQueries,
         ApiKeyQueries,
     ):
         pass
@@ -47,8 +52,10 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         UserMutations,
         OnboardingMutations,
         BlockMutations,
+        CreditMutations,
         GraphMutations,
         ExecutionMutations,
+        ScheduleMutations,
         ApiKeyMutations,
     ):
         pass
@@ -57,6 +64,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     # Factories, not instances: an extension holds per-request state.
     extensions = [
         ErrorCodes,
+        MutationRateLimit,
         lambda: AddValidationRules([depth_rule]),
         lambda: MaxAliasesLimiter(max_alias_count=settings.MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=settings.MAX_TOKENS),

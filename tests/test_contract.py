@@ -22,30 +22,7 @@ from schema import build_schema as build_our_schema
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT.parent / "shared" / "api" / "schema.graphql"
 
-NOT_YET_BUILT = {
-    # issue 5: credits and Stripe
-    "CreditTransactionType",
-    "CreditTransaction",
-    "CreditTransactionPage",
-    "RefundRequestStatus",
-    "RefundRequest",
-    "AutoTopUpConfig",
-    "CheckoutSession",
-    "Query.creditHistory",
-    "Query.refundRequests",
-    "Query.autoTopUp",
-    "Mutation.requestTopUp",
-    "Mutation.fulfillCheckout",
-    "Mutation.refundTopUp",
-    "Mutation.configureAutoTopUp",
-    "Mutation.managePaymentMethod",
-    # issue 6: schedules
-    "Schedule",
-    "ScheduleInput",
-    "Query.schedules",
-    "Mutation.createSchedule",
-    "Mutation.deleteSchedule",
-}
+NOT_YET_BUILT: set[str] = set()
 
 
 def _exported():

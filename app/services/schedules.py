@@ -1,0 +1,435 @@
+"""Schedules: a graph version run as its owner on a cron in a time zone (SEMANTICS.md §9).
+
+Cron times are wall-clock times in the schedule's zone; `next_run_at` stores the
+next one as a UTC instant, and the workers' scheduler fires rows whose instant
+has come (workers/jobs/schedules.py). Daylight-saving changes follow Vixie cron:
+
+- A cron whose minute and hour fields name fixed values ("30 2 * * *") fires
+  once per matching wall-clock time: when the clock skips that time (spring
+  forward) it fires at the end of the gap (03:00 for 02:30 in Europe/Berlin);
+  when the clock repeats it (fall back) it fires at the first occurrence only.
+- A cron with "*" in its minute or hour field ("*/15 * * * *", "0 * * * *")
+  follows the clock as it runs: skipped times do not fire, repeated ones fire
+  in both passes, so an hourly job keeps firing every real hour.
+
+Firing: each due schedule in its own transaction that locks the row (SKIP
+LOCKED, so several workers and tasks share the work), runs executeGraph as the
+owner with source SCHEDULE and advances `next_run_at` only if it still holds the
+due time it claimed. The execution row and the advance commit together, so a due
+time fires exactly once however many workers poll. After downtime a schedule
+fires once for everything it missed, then continues from the first cron time
+after the firing (no burst of the missed ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from arq import ArqRedis
+from croniter import CroniterBadDateError, croniter
+from tortoise.transactions import in_transaction
+
+from app.clock import utcnow
+from app.errors import AppError, ErrorCode, bad_input, not_found
+from app.events import EventPublisher
+from app.models import (
+    Execution,
+    ExecutionStatus,
+    Graph,
+    GraphSource,
+    Node,
+    OnboardingStep,
+    Schedule,
+    User,
+)
+from app.services import executions, onboarding
+from app.services.executions import RUN_EXECUTION_JOB, check_run_inputs
+from app.services.graph_validation import parse_uuid
+from app.services.graphs import validation_error
+from app.services.users import is_valid_timezone
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 200
+MAX_CRON = 200
+# A wall-clock time moves at most this far against UTC when a zone changes
+# offset (DST is one hour; a few zones have moved two).
+_OFFSET_CHANGE_MARGIN = timedelta(hours=3)
+# Candidates examined before a cron is declared never to fire again.
+_MAX_CANDIDATES = 10_000
+
+
+# ------------------------------------------------------------------ cron times
+
+
+def parse_cron(expression: str) -> str:
+    """The expression with its whitespace normalised, or BAD_USER_INPUT.
+    Five fields only: croniter would read a sixth as seconds."""
+    if len(expression) > MAX_CRON:
+        raise bad_input(f"cron is longer than {MAX_CRON} characters", field="cron")
+    fields = expression.split()
+    if len(fields) != 5:
+        raise bad_input(
+            "cron must have five fields: minute hour day-of-month month day-of-week",
+            field="cron",
+        )
+    normalized = " ".join(fields)
+    if not croniter.is_valid(normalized):
+        raise bad_input(f"Invalid cron expression {normalized!r}", field="cron")
+    return normalized
+
+
+def follows_the_clock(cron: str) -> bool:
+    """Vixie cron's rule: a "*" in the minute or hour field makes a job run by the
+    clock as it is, rather than at fixed wall-clock times (see module docstring)."""
+    minute, hour, *_ = cron.split()
+    return "*" in minute or "*" in hour
+
+
+def schedule_zone(name: str) -> ZoneInfo:
+    # A zone accepted once may leave a later tzdata; such a schedule runs in UTC.
+    return ZoneInfo(name) if is_valid_timezone(name) else ZoneInfo("UTC")
+
+
+def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _gap_end(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
+    """The instant the clock jumped, between two UTC instants with different offsets."""
+    target = after.astimezone(zone).utcoffset()
+    low, high = int(before.timestamp()), int(after.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, UTC).astimezone(zone).utcoffset() == target:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def wall_time_instants(wall: datetime, zone: ZoneInfo, by_the_clock: bool) -> list[datetime]:
+    """The UTC instants at which a cron fires for one local wall-clock time."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first == second:
+        return [first]
+    exists = _wall(first, zone) == wall
+    if exists:  # repeated when the clocks go back
+        return sorted({first, second}) if by_the_clock else [min(first, second)]
+    # skipped when the clocks go forward
+    return [] if by_the_clock else [_gap_end(min(first, second), max(first, second), zone)]
+
+
+def next_fire_time(cron: str, zone: ZoneInfo, after: datetime) -> datetime | None:
+    """The first UTC instant strictly after `after` at which `cron` fires in `zone`;
+    None when it never fires again (e.g. "0 0 31 2 *")."""
+    after = after.astimezone(UTC)
+    by_the_clock = follows_the_clock(cron)
+    offset = after.astimezone(zone).utcoffset()
+    near_change = any(
+        (after + delta).astimezone(zone).utcoffset() != offset
+        for delta in (-_OFFSET_CHANGE_MARGIN, _OFFSET_CHANGE_MARGIN)
+    )
+    # Near an offset change a wall time earlier than now may still lie ahead
+    # (the repeated hour), so look from a little before.
+    start = _wall(after, zone) - (_OFFSET_CHANGE_MARGIN if near_change else timedelta(0))
+    candidates = croniter(cron, start)
+    best: datetime | None = None
+    for _ in range(_MAX_CANDIDATES):
+        try:
+            wall = candidates.get_next(datetime)
+        except CroniterBadDateError:
+            break
+        if best is not None and wall > _wall(best, zone) + _OFFSET_CHANGE_MARGIN:
+            break  # no later wall time can map to an instant before best
+        ahead = [i for i in wall_time_instants(wall, zone, by_the_clock) if i > after]
+        if ahead and (best is None or ahead[0] < best):
+            best = ahead[0]
+            if not near_change:
+                break  # away from offset changes, wall time order is instant order
+    return best
+
+
+# ------------------------------------------------------------------ create, list, delete
+
+
+@dataclass
+class ScheduleSpec:
+    graph_id: str
+    graph_version: int | None
+    name: str
+    cron: str
+    inputs: Any = None
+    credentials: Any = None
+    timezone: str | None = None
+
+
+async def _zone_name(user_id: uuid.UUID, requested: str | None) -> str:
+    if requested is not None:
+        if not is_valid_timezone(requested):
+            raise bad_input(
+                f"Unknown time zone {requested!r}: use an IANA name like Europe/Berlin",
+                field="timezone",
+            )
+        return requested
+    user = await User.get_or_none(id=user_id).only("id", "timezone")
+    return user.timezone if user and is_valid_timezone(user.timezone) else "UTC"
+
+
+def _object_or_error(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_input(f"{name} must be an object", field=name)
+    return value
+
+
+async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: ScheduleSpec) -> Schedule:
+    """Checks everything before storing anything: input shape (BAD_USER_INPUT),
+    the graph version (NOT_FOUND), then the inputs against it (GRAPH_VALIDATION_FAILED)."""
+    cron = parse_cron(spec.cron)
+    name = spec.name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise bad_input(f"name must be 1 to {MAX_NAME} characters", field="name")
+    inputs = _object_or_error(spec.inputs, "inputs")
+    credentials = _object_or_error(spec.credentials, "credentials")
+    zone_name = await _zone_name(user_id, spec.timezone)
+    now = utcnow()
+    next_run_at = next_fire_time(cron, schedule_zone(zone_name), now)
+    if next_run_at is None:
+        raise bad_input(f"cron {cron!r} never fires", field="cron")
+
+    graph_id = parse_uuid(spec.graph_id)
+    graph = None
+    if graph_id is not None:
+        query = Graph.filter(graph_id=graph_id, user_id=user_id)
+        query = (
+            query.filter(version=spec.graph_version)
+            if spec.graph_version is not None
+            else query.filter(is_active=True)
+        )
+        graph = await query.first()
+    if graph is None:
+        raise not_found("Graph")
+    validation = check_run_inputs(settings, await Node.filter(graph_id=graph.id), inputs)
+    if not validation.valid:
+        raise validation_error(validation)
+
+    schedule = await Schedule.create(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        graph_id=graph.graph_id,
+        # Pinned: a schedule runs the version it was made for, also after newer saves.
+        graph_version=graph.version,
+        name=name,
+        cron=cron,
+        timezone=zone_name,
+        inputs=inputs,
+        credentials=credentials,
+        next_run_at=next_run_at,
+    )
+    await onboarding.complete_step(settings, user_id, OnboardingStep.SCHEDULE_AGENT)
+    return schedule
+
+
+async def list_schedules(user_id: uuid.UUID, graph_id: str | None) -> list[Schedule]:
+    """The user's schedules (of one graph when asked), newest first."""
+    query = Schedule.filter(user_id=user_id)
+    if graph_id is not None:
+        parsed = parse_uuid(graph_id)
+        if parsed is None:
+            return []
+        query = query.filter(graph_id=parsed)
+    return await query.order_by("-created_at", "-id")
+
+
+async def delete_schedule(user_id: uuid.UUID, schedule_id: str) -> uuid.UUID:
+    parsed = parse_uuid(schedule_id)
+    if parsed is None or not await Schedule.filter(id=parsed, user_id=user_id).delete():
+        raise not_found("Schedule")
+    return parsed
+
+
+def next_run_time(schedule: Schedule) -> datetime | None:
+    """`next_run_at` in the schedule's own zone, as clients are shown it."""
+    if schedule.next_run_at is None:
+        return None
+    return schedule.next_run_at.astimezone(schedule_zone(schedule.timezone))
+
+
+# ------------------------------------------------------------------ firing
+
+
+class FiringOutcome(StrEnum):
+    FIRED = "FIRED"
+    # The owner's balance was ≤ 0: this due time is skipped, the schedule goes on.
+    SKIPPED_NO_BALANCE = "SKIPPED_NO_BALANCE"
+    # The inputs no longer validate (e.g. a block was disabled): skipped, goes on.
+    SKIPPED_INVALID = "SKIPPED_INVALID"
+    # The graph version is gone: the schedule can never fire again and is deleted.
+    GRAPH_GONE = "GRAPH_GONE"
+    # Another worker fired this due time first (only possible without row locks).
+    ALREADY_FIRED = "ALREADY_FIRED"
+
+
+_SKIPS = {
+    ErrorCode.INSUFFICIENT_CREDITS: FiringOutcome.SKIPPED_NO_BALANCE,
+    ErrorCode.NOT_FOUND: FiringOutcome.GRAPH_GONE,
+}
+
+
+@dataclass
+class Firing:
+    schedule_id: uuid.UUID
+    user_id: uuid.UUID
+    due_at: datetime
+    outcome: FiringOutcome = FiringOutcome.FIRED
+    execution_id: uuid.UUID | None = None
+    next_run_at: datetime | None = None
+    detail: str | None = None
+
+
+@dataclass
+class _AfterCommit:
+    """Redis side effects of executeGraph held back until the firing commits: a
+    worker must never pick up the job of an execution row it cannot see yet."""
+
+    actions: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    async def run(self) -> None:
+        for action in self.actions:
+            await action()
+
+
+class _DeferredQueue:
+    def __init__(self, after_commit: _AfterCommit, arq: ArqRedis) -> None:
+        self.after_commit, self.arq = after_commit, arq
+
+    async def enqueue_job(self, *args: Any, **kwargs: Any) -> None:
+        self.after_commit.actions.append(lambda: self.arq.enqueue_job(*args, **kwargs))
+
+
+class _DeferredPublisher:
+    def __init__(self, after_commit: _AfterCommit, publisher: EventPublisher) -> None:
+        self.after_commit, self.publisher = after_commit, publisher
+
+    async def publish(self, *args: Any, **kwargs: Any) -> int:
+        self.after_commit.actions.append(lambda: self.publisher.publish(*args, **kwargs))
+        return 0
+
+
+class _LostClaim(Exception):
+    """Rolls the firing back: the row no longer holds the due time we claimed."""
+
+
+async def fire_next_due(
+    settings: Settings,
+    arq: ArqRedis,
+    publisher: EventPublisher,
+    now: datetime,
+    attempted: set[uuid.UUID],
+) -> Firing | None:
+    """Fires the most overdue schedule not yet in `attempted` (its id is added
+    there), or returns None when nothing is due. Unexpected errors roll the
+    firing back and propagate; the schedule stays due for the next poll."""
+    after_commit = _AfterCommit()
+    firing: Firing | None = None
+    try:
+        async with in_transaction() as conn:
+            query = Schedule.filter(next_run_at__lte=now)
+            if attempted:
+                query = query.exclude(id__in=list(attempted))
+            row = await (
+                query.order_by("next_run_at", "id")
+                .select_for_update(skip_locked=True)
+                .using_db(conn)
+                .first()
+            )
+            if row is None:
+                return None
+            attempted.add(row.id)
+            firing = Firing(row.id, row.user_id, row.next_run_at)  # type: ignore[attr-defined]
+            await _run_as_owner(settings, after_commit, arq, publisher, row, firing)
+            # Compare-and-set on the due time: the row lock already makes us the
+            # only one firing it; this also holds where there are no row locks.
+            claimed = Schedule.filter(id=row.id, next_run_at=row.next_run_at).using_db(conn)
+            if firing.outcome is FiringOutcome.GRAPH_GONE:
+                changed = await claimed.delete()
+            else:
+                firing.next_run_at = next_fire_time(row.cron, schedule_zone(row.timezone), now)
+                changes: dict[str, Any] = {"next_run_at": firing.next_run_at}
+                if firing.outcome is FiringOutcome.FIRED:
+                    changes["last_run_at"] = utcnow()
+                changed = await claimed.update(**changes)
+            if not changed:
+                raise _LostClaim
+    except _LostClaim:
+        assert firing is not None
+        firing.outcome, firing.execution_id = FiringOutcome.ALREADY_FIRED, None
+        return firing
+    await after_commit.run()
+    return firing
+
+
+async def _run_as_owner(
+    settings: Settings,
+    after_commit: _AfterCommit,
+    arq: ArqRedis,
+    publisher: EventPublisher,
+    row: Schedule,
+    firing: Firing,
+) -> None:
+    """executeGraph as the schedule's owner, inside the firing's transaction."""
+    try:
+        execution = await executions.execute_graph(
+            settings,
+            _DeferredQueue(after_commit, arq),  # type: ignore[arg-type]
+            _DeferredPublisher(after_commit, publisher),  # type: ignore[arg-type]
+            firing.user_id,
+            str(row.graph_id),
+            row.graph_version,
+            row.inputs,
+            row.credentials,
+            GraphSource.SCHEDULE,
+        )
+    except AppError as exc:
+        firing.outcome = _SKIPS.get(exc.code, FiringOutcome.SKIPPED_INVALID)
+        firing.detail = exc.message
+        return
+    firing.execution_id = execution.id
+
+
+# A run whose job never reached the queue (its worker died between the commit
+# and the enqueue) is still QUEUED after this long; enqueueing it again is safe
+# because the job id is the execution id, which arq runs only once.
+STRANDED_AFTER = timedelta(minutes=1)
+STRANDED_LOOKBACK = timedelta(days=1)
+
+
+async def requeue_stranded_runs(arq: ArqRedis, now: datetime, limit: int = 100) -> int:
+    """Enqueues scheduled runs left QUEUED without a job; returns how many were new."""
+    rows = (
+        await Execution.filter(
+            status=ExecutionStatus.QUEUED,
+            source=GraphSource.SCHEDULE,
+            created_at__lt=now - STRANDED_AFTER,
+            created_at__gte=now - STRANDED_LOOKBACK,
+        )
+        .order_by("created_at")
+        .limit(limit)
+        .values_list("id", flat=True)
+    )
+    requeued = 0
+    for execution_id in rows:
+        job = await arq.enqueue_job(RUN_EXECUTION_JOB, str(execution_id), _job_id=str(execution_id))
+        requeued += job is not None
+    return requeued
