@@ -6,10 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GRAPHIQL_DIR := app/static/graphiql
 GRAPHIQL_STAMP := $(GRAPHIQL_DIR)/.fetched
+# Azurite (Azure Blob Storage emulator) for the upload tests and bench, pinned.
+AZURITE_VERSION := 3.37.0
+NPM_TOOLS := .npm-tools
+AZURITE_STAMP := $(NPM_TOOLS)/.azurite-$(AZURITE_VERSION)
 
 .PHONY: dev test lint format schema bench install assets clean
 
-install: $(STAMP) $(GRAPHIQL_STAMP)
+install: $(STAMP) $(GRAPHIQL_STAMP) $(AZURITE_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +35,10 @@ $(GRAPHIQL_STAMP):
 	cp $$tmp/graphiql-plugin-explorer-1.0.2.tgz.d/package/dist/index.umd.js $(GRAPHIQL_DIR)/plugin-explorer.umd.js; \
 	cp $$tmp/graphiql-plugin-explorer-1.0.2.tgz.d/package/dist/style.css $(GRAPHIQL_DIR)/plugin-explorer.css; \
 	rm -rf $$tmp; touch $(GRAPHIQL_STAMP)
+
+$(AZURITE_STAMP):
+	npm install --prefix $(NPM_TOOLS) --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
+	touch $(AZURITE_STAMP)
 
 assets: $(GRAPHIQL_STAMP)
 
@@ -57,4 +65,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(GRAPHIQL_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GRAPHIQL_DIR) $(NPM_TOOLS) .pytest_cache .ruff_cache

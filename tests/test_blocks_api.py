@@ -20,6 +20,7 @@ EXPECTED = {
     "AgentInput",
     "AgentOutput",
     "StoreValue",
+    "ReadFile",
     "TextTemplate",
     "Calculator",
     "Condition",
