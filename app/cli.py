@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import shutil
 import signal
 import socket
@@ -21,10 +20,10 @@ DEMO_EMAIL = "demo@agentgraph.local"
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().LOG_LEVEL,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from app import log_context
+
+    settings = get_settings()
+    log_context.configure(settings.LOG_LEVEL, json_lines=settings.json_logs)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -37,6 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=get_settings().LOG_LEVEL.lower(),
+        # Keep our handlers: uvicorn's own lines become structured ones too.
+        log_config=None,
         # Uvicorn's websocket size cap in bytes (request bodies are capped by the app).
         ws_max_size=1_048_576,
         timeout_graceful_shutdown=10,

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from app import log_context
 from app.auth import Credentials, authenticate, unauthenticated
 from app.principal import Principal
 from app.services.users import ensure_user
@@ -29,6 +30,8 @@ class Context:
     loaders: Any = None
     # graphql-transport-ws's connection_init payload; strawberry fills it in.
     connection_params: dict[str, Any] | None = None
+    # The user whose websocket connection slot this connection holds.
+    websocket_slot: uuid.UUID | None = None
     _principal: Principal | None = None
     _resolved: bool = False
 
@@ -41,6 +44,8 @@ class Context:
         if not self._resolved:
             self._principal = await authenticate(self.settings, self.credentials)
             self._resolved = True
+            if self._principal is not None:
+                log_context.bind(user_id=self._principal.user_id)
         return self._principal
 
     async def principal(self) -> Principal:
@@ -56,6 +61,8 @@ class Context:
     def set_principal(self, principal: Principal | None) -> None:
         self._principal = principal
         self._resolved = True
+        if principal is not None:
+            log_context.bind(user_id=principal.user_id)
 
 
 Info = StrawberryInfo[Context, None]

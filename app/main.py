@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,16 +25,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET
 from tortoise import Tortoise, connections
 
+from app import log_context
 from app.auth import authenticate, credentials_from
 from app.clients.redis import arq_queue_name, create_redis, metrics_counter_key
 from app.context import Context
 from app.errors import AppError, ErrorCode
 from app.events import EventHub, EventPublisher, EventReader
 from app.metrics import GRAPHQL_REQUESTS, REGISTRY, REQUEST_SECONDS, shared_metric_families
+from app.rest.files import upload_file
+from app.rest.stripe_webhook import stripe_webhook
 from app.services.blocks import BlockCatalog
 from app.settings import Settings, get_settings, tortoise_config
+from app.websocket_limits import (
+    ConnectionSlots,
+    LimitedLegacyWSHandler,
+    LimitedTransportWSHandler,
+)
 from resolvers.loaders import Loaders
 from schema import build_schema
 
@@ -63,24 +73,42 @@ class AppServices:
 
 
 class GraphQLView(GraphQL):
-    """strawberry's ASGI view with our context, websocket sign-in and offline GraphiQL."""
+    """strawberry's ASGI view with our context, websocket sign-in and limits, and
+    offline GraphiQL."""
+
+    graphql_transport_ws_handler_class = LimitedTransportWSHandler
+    graphql_ws_handler_class = LimitedLegacyWSHandler
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(
             build_schema(settings),
             graphql_ide="graphiql" if settings.GRAPHQL_EXPLORER else None,
             allowed_origins=settings.ALLOWED_ORIGINS,
+            max_subscriptions_per_connection=settings.MAX_OPERATIONS_PER_WEBSOCKET,
             **kwargs,
         )
+        self.connection_slots = ConnectionSlots(settings.MAX_WEBSOCKETS_PER_USER)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        return Context(
+        context = Context(
             request=request,
             response=response,
             services=request.app.state.services,
             credentials=credentials_from(request.headers),
             loaders=Loaders(),
         )
+        request.state.graphql_context = context
+        return context
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        finally:
+            # A websocket that took a connection slot gives it back when it ends.
+            held = getattr(request.state, "graphql_context", None)
+            if held is not None and held.websocket_slot is not None:
+                self.connection_slots.release(held.websocket_slot)
+                held.websocket_slot = None
 
     async def on_ws_connect(self, context: Context) -> None:
         # Credentials in the connection_init payload win over the upgrade headers.
@@ -88,9 +116,13 @@ class GraphQLView(GraphQL):
         if params.present:
             context.credentials = params
         try:
-            context.set_principal(await authenticate(context.settings, context.credentials))
+            principal = await authenticate(context.settings, context.credentials)
+            context.set_principal(principal)
         except AppError as exc:
             raise ConnectionRejectionError({"code": exc.code.value}) from exc
+        if principal is not None and context.websocket_slot is None:
+            self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
+            context.websocket_slot = principal.user_id
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -162,6 +194,36 @@ class BodySizeLimit:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class RequestContext:
+    """Gives every HTTP request and websocket connection a request id (the
+    client's `X-Request-ID` when it is sane) for the log lines it causes, and
+    echoes it in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else log_context.new_request_id()
+        log_context.start(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class RequestTimer:
@@ -267,10 +329,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", view),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/files", upload_file, methods=["POST"]),
+        Route("/api/stripe/webhook", stripe_webhook, methods=["POST"]),
     ]
     if settings.GRAPHQL_EXPLORER:
         routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False)))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RequestTimer)
+    app.add_middleware(RequestContext)
     return app

@@ -54,7 +54,16 @@ def shared_metric_families(
     node_runs = CounterMetricFamily(
         "agentgraph_node_runs", "Node runs that ended, by status", labels=["status"]
     )
-    families = {"executions": executions, "node_runs": node_runs}
+    schedule_firings = CounterMetricFamily(
+        "agentgraph_schedule_firings",
+        "Due schedules handled by the scheduler, by outcome",
+        labels=["outcome"],
+    )
+    families = {
+        "executions": executions,
+        "node_runs": node_runs,
+        "schedule_firings": schedule_firings,
+    }
     for field, value in sorted(counters.items()):
         name, _, status = field.partition("|")
         if name in families and status:
@@ -62,4 +71,4 @@ def shared_metric_families(
     depth = GaugeMetricFamily(
         "agentgraph_queue_depth", "Jobs waiting in the arq queue", value=queue_depth
     )
-    return [executions, node_runs, depth]
+    return [executions, node_runs, schedule_firings, depth]

@@ -83,8 +83,21 @@ class Settings(BaseSettings):
     MAX_TOKENS: int = 5000
     MAX_BODY_BYTES: int = 1_000_000
     MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
+    # Workers fire due schedules unless this is false.
+    SCHEDULER_ENABLED: bool = True
+    # Per API process; a browser tab needs one or two.
+    MAX_WEBSOCKETS_PER_USER: int = Field(default=20, ge=1)
+    MAX_OPERATIONS_PER_WEBSOCKET: int = Field(default=50, ge=1)
 
     LOG_LEVEL: str = "INFO"
+    # json: one JSON object per line (the default outside dev); text: for people.
+    LOG_FORMAT: Literal["json", "text"] | None = None
+
+    @property
+    def json_logs(self) -> bool:
+        if self.LOG_FORMAT is not None:
+            return self.LOG_FORMAT == "json"
+        return self.ENVIRONMENT != "dev"
     # Only for the HTTP-level Origin check of browser websockets.
     ALLOWED_ORIGINS: list[str] = Field(
         default_factory=lambda: [

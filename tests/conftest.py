@@ -96,6 +96,68 @@ async def worker(database: str) -> AsyncIterator[WorkerProcess]:
         await process.stop()
 
 
+STRIPE_WEBHOOK_SECRET = f"whsec_test_{RUN_ID}"
+
+
+@pytest.fixture(scope="session")
+def stripe_stand_in():
+    """A local stand-in for Stripe's API (see tests/stripe_stand_in.py)."""
+    from tests.stripe_stand_in import StripeStandIn
+
+    stand_in = StripeStandIn()
+    stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_env(stripe_stand_in) -> dict[str, str]:
+    # Its own queue (a sub-prefix of the run's, so clean-up covers it): the
+    # stripe worker, not the plain one, must pick up this API's jobs.
+    return {
+        **TEST_ENV,
+        "REDIS_PREFIX": TEST_ENV["REDIS_PREFIX"] + "stripe:",
+        "STRIPE_SECRET_KEY": "sk_test_agentgraph",
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": stripe_stand_in.base_url,
+        # Schedules belong to the main stack's queue and subscribers.
+        "SCHEDULER_ENABLED": "false",
+    }
+
+
+@pytest.fixture(scope="session")
+async def stripe_api(database: str, stripe_env) -> AsyncIterator[ApiServer]:
+    """An API process whose payments go to the Stripe stand-in."""
+    server = ApiServer(env=stripe_env)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def stripe_worker(database: str, stripe_env) -> AsyncIterator[WorkerProcess]:
+    """A worker (on this run's queue) whose auto top-ups go to the Stripe stand-in."""
+    process = WorkerProcess(env=stripe_env)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+@pytest.fixture
+async def stripe_gql(stripe_api: ApiServer) -> AsyncIterator[GraphQLClient]:
+    client = GraphQLClient(stripe_api.base_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def gql(api: ApiServer) -> AsyncIterator[GraphQLClient]:
     client = GraphQLClient(api.base_url)

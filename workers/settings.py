@@ -15,7 +15,9 @@ from app.settings import get_settings, tortoise_config
 from workers.engine.context import EngineContext
 from workers.jobs.auto_top_up import auto_top_up
 from workers.jobs.executions import run_execution
+from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events
+from workers.jobs.schedules import start_scheduler, stop_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,14 @@ async def startup(ctx: dict[str, Any]) -> None:
         publisher=EventPublisher(ctx["redis"], settings.REDIS_PREFIX),
         auto_top_up=QueuedAutoTopUp(ctx["redis"]),
     )
+    # Every worker runs the scheduler unless told not to (a worker kept for
+    # one kind of job); the database claim makes several of them safe.
+    ctx["scheduler"] = start_scheduler(ctx["engine"]) if settings.SCHEDULER_ENABLED else None
     log.info("worker started on queue %s", arq_queue_name(settings))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await stop_scheduler(ctx.get("scheduler"))
     await Tortoise.close_connections()
     log.info("worker stopped")
 
@@ -58,6 +64,14 @@ def worker_settings() -> type:
                 minute={17},
                 unique=True,
                 run_at_startup=False,
+            ),
+            # Read URLs stop working at expiry by themselves; this reclaims the space.
+            cron(
+                delete_expired_files,
+                minute=set(range(0, 60, 10)),
+                unique=True,
+                run_at_startup=True,
+                timeout=600,
             ),
         ]
         on_startup = startup

@@ -1,0 +1,48 @@
+"""Caps on websockets per user and operations per websocket, on a real uvicorn."""
+
+from __future__ import annotations
+
+import websockets
+
+from tests.conftest import TEST_ENV
+from tests.graph_builders import create_graph
+from tests.harness import ApiServer, GraphQLClient, graphql_ws
+
+WATCH = "subscription($g: ID!) { graphExecutionEvents(graphId: $g) { __typename } }"
+
+
+async def test_websockets_per_user_and_operations_per_websocket_are_capped(database, new_user):
+    server = ApiServer(
+        TEST_ENV, {"MAX_WEBSOCKETS_PER_USER": "2", "MAX_OPERATIONS_PER_WEBSOCKET": "2"}
+    )
+    await server.start()
+    client = GraphQLClient(server.base_url)
+    person, other = new_user(), new_user()
+    auth = {"Authorization": f"Bearer {person.token}"}
+    try:
+        graph = await create_graph(client, person)
+        async with graphql_ws(server.ws_url, auth) as first, graphql_ws(server.ws_url, auth):
+            # A third connection of the same user is refused with 4429 ...
+            try:
+                async with graphql_ws(server.ws_url, auth, expect_ack=False) as third:
+                    message = await third.receive()
+                    raise AssertionError(f"expected a close, got {message}")
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd.code == 4429
+            # ... another user's is not.
+            other_auth = {"Authorization": f"Bearer {other.token}"}
+            async with graphql_ws(server.ws_url, other_auth):
+                pass
+            # Two live operations on one connection; a third is refused with a code.
+            await first.subscribe(WATCH, {"g": graph["id"]}, op_id="a")
+            await first.subscribe(WATCH, {"g": graph["id"]}, op_id="b")
+            await first.subscribe(WATCH, {"g": graph["id"]}, op_id="c")
+            refused = await first.receive()
+            assert refused["type"] == "error" and refused["id"] == "c"
+            assert refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+        # Closed connections give their slots back.
+        async with graphql_ws(server.ws_url, auth), graphql_ws(server.ws_url, auth):
+            pass
+    finally:
+        await client.aclose()
+        await server.stop()
