@@ -141,10 +141,29 @@ def get_settings() -> Settings:
     return Settings()
 
 
+async def _release_without_reset(connection) -> None:
+    """asyncpg's default reset on release costs a round trip of
+    `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, for
+    features we never use (advisory locks, cursors, LISTEN, SET). Only an open
+    transaction must not travel back into the pool."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
+def _connection(database_url: str) -> str | dict:
+    if not database_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
+        return database_url
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    expanded = expand_db_url(database_url)
+    expanded["credentials"]["reset"] = _release_without_reset
+    return expanded
+
+
 def tortoise_config(database_url: str | None = None) -> dict:
     """One Tortoise config for the app, the workers, the tests and aerich."""
     return {
-        "connections": {"default": database_url or get_settings().DATABASE_URL},
+        "connections": {"default": _connection(database_url or get_settings().DATABASE_URL)},
         "apps": {
             "models": {
                 "models": ["app.models", "aerich.models"],

@@ -13,7 +13,7 @@ import uuid
 
 import httpx
 
-from bench.support import bench_stack, median, ms, percentile, timed
+from bench.support import bench_stack, figure_line, median, ms, percentile, timed
 
 RUNS = 200
 QUERY = "{ blocks { id name categories inputSchema outputSchema costs { amount type } } }"
@@ -54,6 +54,15 @@ async def main() -> None:
     print(
         f"blocks_query: p50 {ms(median(api))}, {median(api) / median(floor):.2f}x the "
         f"__typename floor, {builds_elsewhere} rebuilds"
+    )
+    print(
+        figure_line(
+            "blocks_query_p50",
+            median(api) * 1000,
+            "ms",
+            median(floor) * 1000,
+            median(api) / median(floor),
+        )
     )
 
 

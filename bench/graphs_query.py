@@ -12,7 +12,7 @@ import uuid
 import asyncpg
 import httpx
 
-from bench.support import bench_stack, median, ms, percentile, timed
+from bench.support import bench_stack, figure_line, median, ms, percentile, timed
 
 GRAPHS, NODES = 50, 20
 QUERY = """{ graphs(first: 50) { totalCount edges { node { id name
@@ -84,6 +84,15 @@ async def main() -> None:
     print(
         f"graphs_query: p50 {ms(median(api))}, {statements} SQL queries, "
         f"{median(api) / median(baseline):.1f}x the raw-SQL baseline"
+    )
+    print(
+        figure_line(
+            "graphs_query_p50",
+            median(api) * 1000,
+            "ms",
+            median(baseline) * 1000,
+            median(api) / median(baseline),
+        )
     )
 
 

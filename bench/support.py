@@ -1,15 +1,19 @@
-"""What every benchmark needs: its own database, Redis prefix and API process,
-and a way to time things. Run a benchmark with `python -m bench.<name>`."""
+"""What every benchmark needs: its own database, Redis prefix, API and worker
+processes, a way to time things, the INSERT + UPDATE baseline, and the FIGURE
+line that `python -m bench` collects. Run one with `python -m bench.<name>`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
 import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -20,6 +24,7 @@ class Stack:
     env: dict[str, str]
     server: object  # tests.harness.ApiServer
     database_url: str
+    worker: object | None = None  # tests.harness.WorkerProcess
 
 
 def bench_env(run_id: str) -> dict[str, str]:
@@ -32,13 +37,16 @@ def bench_env(run_id: str) -> dict[str, str]:
         "JWT_SECRET": f"bench-secret-{run_id}-0123456789abcdef",
         "API_KEY_PEPPER": f"bench-pepper-{run_id}",
         "LOG_LEVEL": "WARNING",
+        # executeGraph refuses users without credits; the blocks benched here cost nothing.
+        "STARTING_CREDITS": "1000",
     }
 
 
 @asynccontextmanager
-async def bench_stack(start_api: bool = True) -> AsyncIterator[Stack]:
-    """A fresh PostgreSQL database (migrated), a Redis prefix and an API process;
-    the benchmark process's ORM is connected too. Everything is removed after."""
+async def bench_stack(start_api: bool = True, start_worker: bool = False) -> AsyncIterator[Stack]:
+    """A fresh PostgreSQL database (migrated), a Redis prefix, an API process and,
+    when asked, an `agentgraph worker` process; the benchmark process's ORM is
+    connected too. Everything is removed after."""
     run_id = uuid.uuid4().hex[:10]
     env = bench_env(run_id)
     os.environ.update(env)
@@ -46,12 +54,19 @@ async def bench_stack(start_api: bool = True) -> AsyncIterator[Stack]:
 
     from app.schema_migrations import apply_migrations
     from app.settings import get_settings, tortoise_config
-    from tests.harness import ApiServer, create_database, drop_database, drop_redis_prefix
+    from tests.harness import (
+        ApiServer,
+        WorkerProcess,
+        create_database,
+        drop_database,
+        drop_redis_prefix,
+    )
 
     get_settings.cache_clear()
     database = f"agentgraph_bench_{run_id}"
     await create_database(PG_ADMIN_DSN, database)
     server = ApiServer(env) if start_api else None
+    worker = WorkerProcess(env) if start_worker else None
     try:
         await apply_migrations(env["DATABASE_URL"])
         await Tortoise.init(
@@ -59,8 +74,12 @@ async def bench_stack(start_api: bool = True) -> AsyncIterator[Stack]:
         )
         if server:
             await server.start()
-        yield Stack(env=env, server=server, database_url=env["DATABASE_URL"])
+        if worker:
+            await worker.start()
+        yield Stack(env=env, server=server, database_url=env["DATABASE_URL"], worker=worker)
     finally:
+        if worker:
+            await worker.stop()
         if server:
             await server.stop()
         await Tortoise.close_connections()
@@ -91,3 +110,139 @@ def ms(seconds: float) -> str:
 
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+class RoundTripBaseline:
+    """INSERT then UPDATE of one row, each its own statement and commit, on a plain
+    table of the benchmark database: the cheapest way to record a state change
+    durably, which every engine step must do at least once. A plain table rather
+    than a TEMP one, because temp tables skip the WAL flush on commit that the
+    engine's tables pay. Benchmarks sample it between their runs, so the
+    baseline sees the same machine load as the figure it is compared with."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.samples: list[float] = []
+
+    async def sample(self, runs: int = 20) -> None:
+        self.samples += await timed(self._round_trip, runs, warmup=2)
+
+    async def _round_trip(self) -> None:
+        row_id = uuid.uuid4()
+        await self.connection.execute(
+            "INSERT INTO bench_round_trip (id, status, data) VALUES ($1, 'QUEUED', '{}')", row_id
+        )
+        await self.connection.execute(
+            "UPDATE bench_round_trip SET status = 'COMPLETED', data = $2 WHERE id = $1",
+            row_id,
+            '{"output": 1}',
+        )
+
+    def median(self) -> float:
+        return median(self.samples)
+
+
+@asynccontextmanager
+async def round_trip_baseline(database_url: str) -> AsyncIterator[RoundTripBaseline]:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url.split("?")[0])
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_round_trip "
+            "(id uuid PRIMARY KEY, status text NOT NULL, data jsonb NOT NULL)"
+        )
+        yield RoundTripBaseline(connection)
+    finally:
+        await connection.close()
+
+
+# ------------------------------------------------------------ figures
+
+FIGURE_PREFIX = "FIGURE "
+
+
+def figure_line(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: float,
+    ratio: float,
+    baseline_unit: str | None = None,
+) -> str:
+    """The machine-readable last line(s) of a benchmark, parsed by `python -m bench`.
+    Units carry no spaces (ms, node_runs/s); `baseline_unit` defaults to `unit`."""
+    fields = {
+        "name": name,
+        "value": f"{value:.4g}",
+        "unit": unit,
+        "baseline": f"{baseline:.4g}",
+        "baseline_unit": baseline_unit or unit,
+        "ratio": f"{ratio:.3g}",
+    }
+    return FIGURE_PREFIX + " ".join(f"{k}={shlex.quote(v)}" for k, v in fields.items())
+
+
+def parse_figure(line: str) -> dict[str, str] | None:
+    """The fields of a FIGURE line, or None for any other line."""
+    if not line.startswith(FIGURE_PREFIX):
+        return None
+    fields = dict(
+        token.split("=", 1) for token in shlex.split(line[len(FIGURE_PREFIX) :]) if "=" in token
+    )
+    return fields if "name" in fields and "value" in fields else None
+
+
+# ------------------------------------------------------------ runs through the API
+
+STATUS_QUERY = "query($id: ID!) { execution(id: $id) { status } }"
+ENDED = {"COMPLETED", "FAILED", "TERMINATED"}
+
+
+async def signed_in_user(gql):
+    """A fresh user the API has seen once (so their row and starting credits exist)."""
+    from app.settings import get_settings
+    from tests.harness import TestUser
+
+    user = TestUser.fresh(get_settings())
+    await gql.ok("{ me { id } }", token=user.token)
+    return user
+
+
+async def wait_until_ended(gql, user, execution_id: str, timeout: float = 300.0) -> str:
+    """Polls a one-field query, so waiting adds little load to the processes measured;
+    the figures come from the timestamps the worker stored, not from this loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await gql.ok(STATUS_QUERY, {"id": execution_id}, token=user.token)
+        status = data["execution"]["status"]
+        if status in ENDED:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"execution {execution_id} still {status}")
+        await asyncio.sleep(0.1)
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds between two ISO timestamps as the API returns them."""
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+async def block_run_seconds(node_executions: list[dict]) -> float:
+    """What the blocks themselves cost: each node execution's block validated and run
+    again here on the inputs it had, as the engine's timed section does (input
+    validation + the run), without any of the engine's bookkeeping around it."""
+    from app.blocks.base import BlockRunContext
+    from app.blocks.registry import get_block
+    from app.settings import get_settings
+
+    context = BlockRunContext(settings=get_settings(), user_id=uuid.uuid4())
+    total = 0.0
+    for row in node_executions:
+        block = get_block(uuid.UUID(row["blockId"]))
+        started = time.perf_counter()
+        typed = block.validate_input(row["inputData"])
+        async for _ in block.run(typed, context):
+            pass
+        total += time.perf_counter() - started
+    return total
