@@ -60,3 +60,9 @@ GET = f"""query($id: ID!, $v: Int, $e: Boolean! = false) {{
 async def create_graph(gql, user, graph: dict | None = None, source: str | None = None) -> dict:
     data = await gql.ok(CREATE, {"g": graph or echo_graph(), "s": source}, token=user.token)
     return data["createGraph"]
+
+
+def node_ids(spec: dict[str, Any], created: dict[str, Any]) -> dict[str, str]:
+    """The spec's node ids -> the ids the server gave them (nodes keep their order)."""
+    assert [n["blockId"] for n in spec["nodes"]] == [n["blockId"] for n in created["nodes"]]
+    return {n["id"]: c["id"] for n, c in zip(spec["nodes"], created["nodes"], strict=True)}

@@ -14,7 +14,7 @@ from app.services.auto_top_up import QueuedAutoTopUp
 from app.settings import get_settings, tortoise_config
 from workers.engine.context import EngineContext
 from workers.jobs.auto_top_up import auto_top_up
-from workers.jobs.executions import run_execution
+from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events
 from workers.jobs.schedules import start_scheduler, stop_scheduler
@@ -52,7 +52,7 @@ def worker_settings() -> type:
     class WorkerSettings:
         functions = [
             # Long runs are fine: liveness comes from the run's lease, not a timeout.
-            func(run_execution, timeout=24 * 3600, max_tries=50, keep_result=3600),
+            func(run_execution, timeout=24 * 3600, max_tries=RUN_MAX_TRIES, keep_result=3600),
             # keep_result=0: a later drop below the threshold can ask again.
             func(auto_top_up, timeout=120, keep_result=0),
             prune_processed_stripe_events,

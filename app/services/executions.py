@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq import ArqRedis
-from arq.jobs import Job
 from tortoise.expressions import Q
 
 from app.blocks.registry import get_block
+from app.clients.redis import metrics_counter_key
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
@@ -252,17 +252,23 @@ async def stop_execution(
         raise not_found("Execution")
     if execution.status in TERMINAL_STATUSES:
         return None
-    # The worker reads this flag when its job is cancelled, to tell a stop from a shutdown.
-    await arq.set(stop_requested_key(settings, execution.id), b"1", ex=86400)
+    # A sub-graph run is part of its parent's job: stopping it stops the whole
+    # run it belongs to (its root), which terminates every child too.
+    root = execution
+    while root.parent_execution_id is not None:  # type: ignore[attr-defined]
+        root = await Execution.get(id=root.parent_execution_id)  # type: ignore[attr-defined]
+    # The worker running it watches this flag and cancels the run; a worker that
+    # picks the job up later (queued, or resumed after a crash) ends it at once.
+    await arq.set(stop_requested_key(settings, root.id), b"1", ex=86400)
     now = utcnow()
     stopped_before_start = await Execution.filter(
-        id=execution.id, status=ExecutionStatus.QUEUED
+        id=root.id, status=ExecutionStatus.QUEUED
     ).update(status=ExecutionStatus.TERMINATED, ended_at=now)
-    await Job(str(execution.id), arq).abort(timeout=0)
     if stopped_before_start:
-        await execution.refresh_from_db()
-        await publish_status(publisher, execution)
-        return execution
+        await root.refresh_from_db()
+        await publish_status(publisher, root)
+        # No worker ends it, so /metrics counts it here (workers count the rest).
+        await arq.hincrby(metrics_counter_key(settings), f"executions|{root.status}", 1)
     await _wait_until_ended(execution)
     return execution
 

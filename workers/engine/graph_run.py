@@ -18,7 +18,6 @@ State lives in the database so another worker can resume after a crash:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -33,6 +32,7 @@ from app.blocks.costs import cost_after_run, cost_before_run
 from app.blocks.registry import get_block
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode
+from app.events import EventReader
 from app.models import (
     TERMINAL_STATUSES,
     CreditTransactionType,
@@ -119,10 +119,14 @@ class GraphRun:
         self.pending: dict[uuid.UUID, list[_Pending]] = defaultdict(list)
         self.ready: list[NodeExecution] = []
         self.tasks: dict[asyncio.Task, NodeExecution] = {}
+        # What cancelled node runs had yielded, for terminate() to keep.
+        self.partial_outputs: dict[uuid.UUID, dict[str, list[Any]]] = {}
         self.arrival = 0
         self.failed = False
         self.out_of_credits = False
         self.topology: _Topology | None = None
+        # Set once the run writes its end; a stop arriving after that lets it finish.
+        self.finishing = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -130,6 +134,7 @@ class GraphRun:
         """Runs (or resumes) the execution to its end; returns its final status."""
         execution = self.execution
         if execution.status in TERMINAL_STATUSES:
+            await self._announce_end()
             return execution.status
         try:
             self.topology = await _Topology.load(execution)
@@ -142,16 +147,20 @@ class GraphRun:
             await self._resume()
         try:
             await self._drive()
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled (stop, shutdown) or an error outside any block: no node
+            # task may outlive the run; their rows stay as stored, to resume from.
             await self._cancel_tasks()
             raise
         status = ExecutionStatus.FAILED if self.failed else ExecutionStatus.COMPLETED
         error = INSUFFICIENT_CREDITS if self.out_of_credits else None
         return await self._finish(status, error)
 
-    async def terminate(self) -> None:
+    async def terminate(
+        self, status: ExecutionStatus = ExecutionStatus.TERMINATED, error: str = "Stopped"
+    ) -> None:
         """Stop: cancel running nodes; everything unfinished ends TERMINATED,
-        sub-graph runs included."""
+        sub-graph runs included; the execution ends `status` with `error`."""
         await self._cancel_tasks()
         for child in await Execution.filter(
             parent_execution_id=self.execution.id,
@@ -174,11 +183,30 @@ class GraphRun:
             status=ExecutionStatus.TERMINATED, ended_at=now
         )
         for node_execution in unfinished:
+            outputs = self.partial_outputs.get(node_execution.id)
+            if outputs:
+                await NodeExecution.filter(id=node_execution.id).update(output_data=outputs)
+                node_execution.output_data = outputs
             if node_execution.status != ExecutionStatus.INCOMPLETE:
                 node_execution.status = ExecutionStatus.TERMINATED
                 node_execution.ended_at = now
                 await self._publish_node(node_execution)
-        await self._finish(ExecutionStatus.TERMINATED, "Stopped")
+                await self.engine.count("node_runs", ExecutionStatus.TERMINATED)
+        await self._finish(status, error)
+
+    async def _announce_end(self) -> None:
+        """A worker that died between writing the end and publishing it left
+        subscribers waiting: publish the end unless it is the last event."""
+        reader = EventReader(self.engine.redis, self.engine.settings.REDIS_PREFIX)
+        seq = await reader.current_seq(self.execution.id)
+        last = await reader.after(self.execution.id, seq - 1) if seq else []
+        if (
+            last
+            and last[-1].kind == "execution"
+            and last[-1].data["execution"]["status"] == str(self.execution.status)
+        ):
+            return
+        await publish_status(self.engine.publisher, self.execution)
 
     async def _start(self) -> bool:
         assert self.topology is not None
@@ -246,6 +274,7 @@ class GraphRun:
         self.tasks.clear()
 
     async def _finish(self, status: ExecutionStatus, error: str | None) -> ExecutionStatus:
+        self.finishing = True
         execution = self.execution
         now = utcnow()
         if status != ExecutionStatus.TERMINATED:
@@ -317,7 +346,9 @@ class GraphRun:
             async for pin, value in block.run(typed, context):
                 outputs.setdefault(pin, []).append(value)
         except asyncio.CancelledError:
-            await self._mark_terminated(node_execution, outputs)
+            # Stopped or shut down: the row stays RUNNING, so a worker resuming
+            # after a shutdown runs it again; terminate() ends it on a stop.
+            self.partial_outputs[node_execution.id] = outputs
             raise
         except InvalidBlockInput as exc:
             error = f"Invalid input: {exc}"
@@ -382,19 +413,6 @@ class GraphRun:
             cost,
         )
         return cost
-
-    async def _mark_terminated(
-        self, node_execution: NodeExecution, outputs: dict[str, list[Any]]
-    ) -> None:
-        now = utcnow()
-        node_execution.status = ExecutionStatus.TERMINATED
-        node_execution.ended_at = now
-        node_execution.output_data = outputs
-        with contextlib.suppress(Exception):
-            await NodeExecution.filter(id=node_execution.id).update(
-                status=ExecutionStatus.TERMINATED, ended_at=now, output_data=outputs
-            )
-            await self._publish_node(node_execution)
 
     # ------------------------------------------------------------ completion
 
