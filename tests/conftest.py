@@ -24,7 +24,8 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # servers it starts). Production mode, so the dev-secret refusal is live.
 TEST_ENV = {
     "ENVIRONMENT": "production",
-    "DATABASE_URL": PG_URL + "?maxsize=30",
+    # Ten or so processes share the server's 100 connections during the scale-out test.
+    "DATABASE_URL": PG_URL + "?maxsize=8",
     "REDIS_URL": REDIS_URL,
     "REDIS_PREFIX": f"agentgraph-test-{RUN_ID}:",
     "JWT_SECRET": f"test-jwt-secret-{RUN_ID}-0123456789abcdef",

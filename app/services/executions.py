@@ -30,7 +30,7 @@ from app.models import (
 )
 from app.services import ledger, onboarding
 from app.services.graph_validation import Validation, parse_uuid
-from app.services.graphs import validation_error
+from app.services.graphs import get_graph, validation_error
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
 from app.settings import Settings
 
@@ -95,13 +95,7 @@ async def execute_graph(
     credentials_inputs: Any,
     source: GraphSource | None,
 ) -> Execution:
-    parsed = parse_uuid(graph_id)
-    query = Graph.filter(graph_id=parsed, user_id=user_id) if parsed else None
-    graph = None
-    if query is not None:
-        graph = await (
-            query.filter(version=version) if version is not None else query.filter(is_active=True)
-        ).first()
+    graph = await get_graph(user_id, graph_id, version)
     if graph is None:
         raise not_found("Graph")
     if not isinstance(inputs, dict):

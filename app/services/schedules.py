@@ -42,7 +42,6 @@ from app.events import EventPublisher
 from app.models import (
     Execution,
     ExecutionStatus,
-    Graph,
     GraphSource,
     Node,
     OnboardingStep,
@@ -52,7 +51,7 @@ from app.models import (
 from app.services import executions, onboarding
 from app.services.executions import RUN_EXECUTION_JOB, check_run_inputs
 from app.services.graph_validation import parse_uuid
-from app.services.graphs import validation_error
+from app.services.graphs import get_graph, validation_error
 from app.services.users import is_valid_timezone
 from app.settings import Settings
 
@@ -208,16 +207,7 @@ async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: Schedule
     if next_run_at is None:
         raise bad_input(f"cron {cron!r} never fires", field="cron")
 
-    graph_id = parse_uuid(spec.graph_id)
-    graph = None
-    if graph_id is not None:
-        query = Graph.filter(graph_id=graph_id, user_id=user_id)
-        query = (
-            query.filter(version=spec.graph_version)
-            if spec.graph_version is not None
-            else query.filter(is_active=True)
-        )
-        graph = await query.first()
+    graph = await get_graph(user_id, spec.graph_id, spec.graph_version)
     if graph is None:
         raise not_found("Graph")
     validation = check_run_inputs(settings, await Node.filter(graph_id=graph.id), inputs)
