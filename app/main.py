@@ -127,6 +127,15 @@ class GraphQLView(GraphQL):
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            # An integer of more than 4300 digits or very deep nesting is valid
+            # JSON that Python will not read; strawberry turns only
+            # JSONDecodeError into a 400 and lets these through as a 500.
+            raise json.JSONDecodeError(f"Unreadable JSON ({exc})", "", 0) from exc
+
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(GRAPHIQL_TEMPLATE.replace("{{assets}}", GRAPHIQL_ASSETS))
 

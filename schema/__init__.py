@@ -33,6 +33,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     from schema.extensions import ErrorCodes
     from schema.limits import depth_limit_rule
     from schema.rate_limit import MutationRateLimit
+    from schema.storable_values import RefuseUnstorableValues
 
     @strawberry.type
     class Query(
@@ -65,6 +66,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     extensions = [
         ErrorCodes,
         MutationRateLimit,
+        RefuseUnstorableValues,
         lambda: AddValidationRules([depth_rule]),
         lambda: MaxAliasesLimiter(max_alias_count=settings.MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=settings.MAX_TOKENS),

@@ -17,6 +17,7 @@ from app.blocks.base import (
     BlockOutput,
     BlockRunContext,
 )
+from app.storable import first_unstorable
 
 # A pin named `list` shadows the builtin in the rest of its model's body, so the type is
 # named here.
@@ -26,11 +27,17 @@ _MISSING = object()
 
 def _parse_json(text: str) -> Any:
     # orjson rather than json: it refuses NaN/Infinity and turns integers too big for
-    # 64 bits into floats, so whatever it returns can be stored and sent on again.
+    # 64 bits into floats. What it still takes but cannot store or send on again
+    # (U+0000, nesting past its own encoder's limit) is refused here.
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise BlockError(f"invalid JSON: {exc}") from None
+    unstorable = first_unstorable(value)
+    if unstorable is not None:
+        problem, path = unstorable
+        raise BlockError(f"unusable JSON: {problem} ({path})")
+    return value
 
 
 def _collection(value: Any, pin: str) -> dict[str, Any] | list[Any]:

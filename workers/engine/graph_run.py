@@ -45,6 +45,7 @@ from app.models import (
 )
 from app.services import ledger
 from app.services.executions import node_execution_snapshot, publish_status
+from app.storable import first_unstorable
 from workers.engine.context import EngineContext
 from workers.engine.stats import execution_stats
 
@@ -358,6 +359,12 @@ class GraphRun:
             log.warning("node %s raised", node_execution.id, exc_info=True)
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.monotonic() - started
+        unstorable = first_unstorable(outputs) if error is None else None
+        if unstorable is not None:
+            # e.g. a web page with U+0000: the database cannot keep it, so the
+            # node fails with a clear message instead of the run retrying forever.
+            problem, path = unstorable
+            outputs, error = {}, f"Output cannot be stored: {problem} ({path})"
         if error is not None:
             outputs.setdefault(ERROR_PIN, []).append(error)
         charged += await self._charge_after(node_execution, block, input_data, seconds)

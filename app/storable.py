@@ -1,0 +1,51 @@
+"""What a JSON value must be for the server to store it and send it on.
+
+PostgreSQL cannot hold U+0000 in text or jsonb, and the encoder that writes
+jsonb columns and responses (orjson) refuses integers beyond 64 bits and
+values nested deeper than 255 levels, and writes infinities as null. Values
+from clients (schema/storable_values.py) and parsed by blocks are checked
+against these rules before they go anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+NUL = "\x00"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Deep enough for any real input, well inside orjson's 255 with the levels the
+# server wraps around a value when it stores or returns it.
+MAX_NESTING = 100
+
+NUL_TEXT = "Text must not contain NUL characters (U+0000)"
+BAD_NUMBER = "Numbers must be finite and fit in 64 bits"
+TOO_DEEP = f"Values must not nest deeper than {MAX_NESTING} levels"
+
+
+def int_fits(value: int) -> bool:
+    return INT64_MIN <= value <= INT64_MAX
+
+
+def first_unstorable(value: Any, path: str = "$", depth: int = 0) -> tuple[str, str] | None:
+    """The first part of a JSON value that breaks a rule: (which rule, where, as
+    `$.field.0`); None when the whole value is fine."""
+    if isinstance(value, str):
+        return (NUL_TEXT, path) if NUL in value else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if int_fits(value) else (BAD_NUMBER, path)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (BAD_NUMBER, path)
+    if isinstance(value, dict | list):
+        if depth >= MAX_NESTING:
+            return TOO_DEEP, path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if NUL in str(key):
+                return NUL_TEXT, f"{path} (a key)"
+            found = first_unstorable(item, f"{path}.{key}", depth + 1)
+            if found is not None:
+                return found
+    return None
