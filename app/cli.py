@@ -40,6 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         # Uvicorn's websocket size cap in bytes (request bodies are capped by the app).
         ws_max_size=1_048_576,
+        # Events are small JSON; deflate state cost ~50 KiB per open websocket.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -20,7 +20,7 @@ import asyncio
 import time
 import uuid
 
-from bench.support import bench_stack, figure_line, insert_update_round_trips, median, ms
+from bench.support import bench_stack, figure_line, ms, round_trip_baseline
 
 SCHEDULES = 300
 # Owners of the schedules: firings of one owner queue on their onboarding row.
@@ -72,7 +72,9 @@ async def main() -> None:
         rate = (SCHEDULES - 1) / span
         first_delay = (fired_at[0] - made_due).total_seconds()
 
-        baseline_seconds = median(await insert_update_round_trips(stack.database_url))
+        async with round_trip_baseline(stack.database_url) as baseline:
+            await baseline.sample(200)
+            baseline_seconds = baseline.median()
         baseline_rate = 1 / baseline_seconds
 
     print(f"{SCHEDULES} schedules of {USERS} users due at once, one worker")

@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+BENCH_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -43,10 +48,13 @@ def bench_env(run_id: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def bench_stack(start_api: bool = True, start_worker: bool = False) -> AsyncIterator[Stack]:
+async def bench_stack(
+    start_api: bool = True, start_worker: bool = False, api_env: dict[str, str] | None = None
+) -> AsyncIterator[Stack]:
     """A fresh PostgreSQL database (migrated), a Redis prefix, an API process and,
     when asked, an `agentgraph worker` process; the benchmark process's ORM is
-    connected too. Everything is removed after."""
+    connected too. Everything is removed after. `api_env` is extra environment
+    for the API process only (e.g. a raised limit)."""
     run_id = uuid.uuid4().hex[:10]
     env = bench_env(run_id)
     os.environ.update(env)
@@ -65,7 +73,7 @@ async def bench_stack(start_api: bool = True, start_worker: bool = False) -> Asy
     get_settings.cache_clear()
     database = f"agentgraph_bench_{run_id}"
     await create_database(PG_ADMIN_DSN, database)
-    server = ApiServer(env) if start_api else None
+    server = ApiServer(env, api_env) if start_api else None
     worker = WorkerProcess(env) if start_worker else None
     try:
         await apply_migrations(env["DATABASE_URL"])
@@ -246,3 +254,156 @@ async def block_run_seconds(node_executions: list[dict]) -> float:
             pass
         total += time.perf_counter() - started
     return total
+
+
+# ------------------------------------------------------------ processes
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces; utime and stime follow it.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_open_file_limit(wanted: int) -> int:
+    """Raise this process's soft open-file limit towards `wanted` (never above the
+    hard limit); processes started afterwards inherit it. Returns the limit now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+# ------------------------------------------------------------ the bare baseline server
+
+
+def bare_app():
+    """The least a Starlette app on uvicorn can do: a constant JSON route, and a
+    websocket route whose connections each forward, from a task of their own,
+    what POST /broadcast puts on their queue, stamped with the wall-clock time it
+    was sent (the shape of a subscriber: a reader and a sender per connection,
+    woken by a fan-out)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    listeners: set[asyncio.Queue] = set()
+
+    async def ok(request):
+        return JSONResponse({"ok": True})
+
+    async def broadcast(request):
+        message = {"id": (await request.json())["id"], "sent": time.time()}
+        for queue in listeners:
+            queue.put_nowait(message)
+        return JSONResponse({"listeners": len(listeners)})
+
+    async def listen(websocket):
+        await websocket.accept()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def forward() -> None:
+            while True:
+                await websocket.send_json(await queue.get())
+
+        listeners.add(queue)
+        forwarding = asyncio.create_task(forward())
+        try:
+            # Reading is how a server learns that the client went away.
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            listeners.discard(queue)
+            forwarding.cancel()
+
+    return Starlette(
+        routes=[
+            Route("/ok", ok, methods=["GET"]),
+            Route("/broadcast", broadcast, methods=["POST"]),
+            WebSocketRoute("/ws", listen),
+        ]
+    )
+
+
+def serve_bare(port: int) -> None:
+    """uvicorn with the flags `agentgraph serve` uses (app/cli.py cmd_serve)."""
+    import uvicorn
+
+    uvicorn.run(
+        "bench.support:bare_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        log_config=None,
+        ws_max_size=1_048_576,
+        timeout_graceful_shutdown=10,
+    )
+
+
+class BareServer:
+    """`serve_bare` in its own process, started and stopped like tests.harness.ApiServer."""
+
+    def __init__(self) -> None:
+        from tests.harness import free_port
+
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        import httpx
+
+        code = "import sys; from bench.support import serve_bare; serve_bare(int(sys.argv[1]))"
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - starts, never waits
+            [sys.executable, "-c", code, str(self.port)], cwd=BENCH_ROOT
+        )
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError("bare server exited early")
+                try:
+                    if (await client.get(self.base_url + "/ok")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("bare server did not start")
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

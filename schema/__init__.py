@@ -7,8 +7,9 @@ import strawberry
 from graphql import GraphQLInputField
 from graphql.type.definition import GraphQLDefaultInput
 from graphql.utilities.value_to_literal import default_scalar_value_to_literal
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter
 from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.extensions.max_aliases import create_validator as create_alias_limit_rule
 
 from app.settings import Settings
 
@@ -30,7 +31,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     from resolvers.schedules import ScheduleMutations, ScheduleQueries
     from resolvers.subscriptions import Subscription
     from resolvers.users import UserMutations, UserQueries
-    from schema.extensions import ErrorCodes
+    from schema.executor import AgentGraphExecutor
+    from schema.extensions import CachedParse, CachedValidation, ErrorCodes
     from schema.limits import depth_limit_rule
     from schema.rate_limit import MutationRateLimit
     from schema.storable_values import RefuseUnstorableValues
@@ -61,20 +63,31 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ):
         pass
 
-    depth_rule = depth_limit_rule(settings.MAX_QUERY_DEPTH)
+    # Built once: the validation cache keys on the rules, so they must be the
+    # same objects on every request.
+    limit_rules = [
+        depth_limit_rule(settings.MAX_QUERY_DEPTH),
+        create_alias_limit_rule(settings.MAX_ALIASES),
+    ]
     # Factories, not instances: an extension holds per-request state.
     extensions = [
         ErrorCodes,
         MutationRateLimit,
-        RefuseUnstorableValues,
-        lambda: AddValidationRules([depth_rule]),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=settings.MAX_TOKENS),
+        CachedParse,
+        lambda: AddValidationRules(limit_rules),
+        # Before validation: it also keeps graphql-core from reading numbers it cannot.
+        RefuseUnstorableValues,
+        CachedValidation,
     ]
     if not settings.GRAPHQL_EXPLORER:
         extensions.append(DisableIntrospection)
     schema = AgentGraphSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=AgentGraphExecutor,
     )
     _give_json_defaults_a_literal(schema)
     return schema

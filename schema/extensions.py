@@ -8,14 +8,17 @@ error" with an `errorId` that the log line carries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, parse
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.schema import validate_document
 
 from app.errors import AppError, ErrorCode
 from app.metrics import RESOLVER_ERRORS
@@ -101,3 +104,39 @@ class ErrorCodes(SchemaExtension):
     def _present_result(result: Any) -> None:
         if result is not None and getattr(result, "errors", None):
             result.errors = present_errors(result.errors)
+
+
+# Distinct query texts whose parse and validation are kept: clients send the
+# same few operations again and again; a flood of unique texts only evicts.
+QUERIES_KEPT = 256
+
+_parse = lru_cache(maxsize=QUERIES_KEPT)(parse)
+_validate = lru_cache(maxsize=QUERIES_KEPT)(validate_document)
+
+
+class CachedParse(SchemaExtension):
+    """The document of a query text, parsed once. A text that does not parse is
+    left to strawberry's own parse, which reports it as a client mistake
+    (strawberry's ParserCache would raise it past the error presentation)."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query:
+            with contextlib.suppress(GraphQLError):
+                context.graphql_document = _parse(context.query, **context.parse_options)
+        yield
+
+
+class CachedValidation(SchemaExtension):
+    """Validation of a (document, rules) pair, computed once: with the parser
+    cache the same query text gives the same document object, and the rules
+    are built once per schema. Skipped when an earlier extension refused the
+    request already."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.pre_execution_errors is None and context.graphql_document is not None:
+            context.pre_execution_errors = _validate(
+                context.schema._schema, context.graphql_document, context.validation_rules
+            )
+        yield

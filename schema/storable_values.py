@@ -40,8 +40,8 @@ class RefuseUnstorableValues(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         if not context.pre_execution_errors:
-            error = _variables_error(context.variables or {}) or _literal_error(
-                context.graphql_document
+            error = _variables_error(context.variables or {}) or _literal_error_of(
+                context.query, context.graphql_document
             )
             if error is not None:
                 context.pre_execution_errors = [error]
@@ -77,6 +77,22 @@ class _FirstUnstorableLiteral(Visitor):
 
     def enter_float_value(self, node: FloatValueNode, *_args: Any) -> Any:
         return None if math.isfinite(float(node.value)) else self._stop_at(BAD_NUMBER, node)
+
+
+# Literals are part of the query text, so the answer is kept per text (the
+# same few texts arrive again and again); bounded like strawberry's caches.
+_LITERALS_SEEN: dict[str, GraphQLError | None] = {}
+_LITERALS_SEEN_MAX = 256
+
+
+def _literal_error_of(query: str | None, document: Any) -> GraphQLError | None:
+    if query is None:
+        return _literal_error(document)
+    if query not in _LITERALS_SEEN:
+        if len(_LITERALS_SEEN) >= _LITERALS_SEEN_MAX:
+            _LITERALS_SEEN.clear()
+        _LITERALS_SEEN[query] = _literal_error(document)
+    return _LITERALS_SEEN[query]
 
 
 def _literal_error(document: Any) -> GraphQLError | None:
