@@ -46,3 +46,14 @@ async def test_websockets_per_user_and_operations_per_websocket_are_capped(datab
     finally:
         await client.aclose()
         await server.stop()
+
+
+async def test_a_websocket_message_over_one_mebibyte_closes_the_socket(api, user):
+    auth = {"Authorization": f"Bearer {user.token}"}
+    try:
+        async with graphql_ws(api.ws_url, auth) as ws:
+            await ws.subscribe(WATCH, {"g": "x" * 1_100_000})
+            message = await ws.receive()
+            raise AssertionError(f"expected a close, got {str(message)[:200]}")
+    except websockets.ConnectionClosed as closed:
+        assert closed.rcvd is not None and closed.rcvd.code == 1009  # message too big
