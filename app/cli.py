@@ -48,15 +48,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from arq.worker import check_health, run_worker
+    from arq.worker import check_health, create_worker
 
+    from workers.lease import shorten_in_progress
     from workers.settings import worker_settings
 
     _configure_logging()
     settings_cls = worker_settings()
     if args.check:
         return check_health(settings_cls)
-    run_worker(settings_cls)
+    shorten_in_progress(create_worker(settings_cls)).run()
     return 0
 
 

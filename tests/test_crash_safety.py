@@ -340,3 +340,32 @@ async def test_end_written_but_never_announced_is_announced_by_the_next_worker(s
     assert rest[-1]["type"] == "complete"
     events = [m["payload"]["data"]["executionEvents"] for m in rest[:-1]]
     assert [e["execution"]["status"] for e in events] == ["COMPLETED"]
+
+
+async def test_a_running_job_is_held_on_a_short_lease(gql, user, worker):
+    """arq would mark a run in progress for a day; the lease keeps it to 10 s, so
+    a dead worker's run is picked up again within seconds."""
+    from redis.asyncio import Redis
+
+    from tests.execution_helpers import execute, wait_for_end
+
+    spec = {
+        "name": "leased",
+        "nodes": [node("w", "Wait", input="x", seconds=4), node("o", "AgentOutput", name="o")],
+        "links": [link("w", "output", "o", "value")],
+    }
+    graph = await create_graph(gql, user, spec)
+    started = await execute(gql, user, graph["id"])
+    redis = Redis.from_url(TEST_ENV["REDIS_URL"])
+    try:
+        seen = []
+        for _ in range(60):
+            ttl = await redis.pttl(f"arq:in-progress:{started['id']}")
+            if ttl > 0:
+                seen.append(ttl)
+            await asyncio.sleep(0.1)
+        assert seen, "the job was never seen in progress"
+        assert max(seen) <= 10_000
+    finally:
+        await redis.aclose()
+    assert (await wait_for_end(gql, user, started["id"]))["status"] == "COMPLETED"

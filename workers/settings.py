@@ -18,6 +18,7 @@ from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events
 from workers.jobs.schedules import start_scheduler, stop_scheduler
+from workers.lease import leased
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,17 @@ def worker_settings() -> type:
 
     class WorkerSettings:
         functions = [
-            # Long runs are fine: liveness comes from the run's lease, not a timeout.
-            func(run_execution, timeout=24 * 3600, max_tries=RUN_MAX_TRIES, keep_result=3600),
+            # Long runs are fine: liveness comes from the job's lease, not a timeout.
+            func(
+                leased(run_execution), timeout=24 * 3600, max_tries=RUN_MAX_TRIES, keep_result=3600
+            ),
             # keep_result=0: a later drop below the threshold can ask again.
-            func(auto_top_up, timeout=120, keep_result=0),
-            prune_processed_stripe_events,
+            func(leased(auto_top_up), timeout=120, keep_result=0),
+            func(leased(prune_processed_stripe_events)),
         ]
         cron_jobs = [
             cron(
-                prune_processed_stripe_events,
+                leased(prune_processed_stripe_events),
                 hour={3},
                 minute={17},
                 unique=True,
@@ -67,7 +70,7 @@ def worker_settings() -> type:
             ),
             # Read URLs stop working at expiry by themselves; this reclaims the space.
             cron(
-                delete_expired_files,
+                leased(delete_expired_files),
                 minute=set(range(0, 60, 10)),
                 unique=True,
                 run_at_startup=True,

@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 from arq import Retry
-from arq.constants import in_progress_key_prefix
 
 from app import log_context
 from app.models import Execution, ExecutionStatus
@@ -19,12 +18,8 @@ from workers.engine.graph_run import GraphRun
 
 log = logging.getLogger(__name__)
 
-# arq marks a running job with an in-progress key that lives for the job timeout.
-# A run holds it on a short lease instead, renewed while this worker is alive:
-# if the worker dies, the key lapses within LEASE_SECONDS and another worker
-# picks the job up again and resumes the execution.
-LEASE_SECONDS = 10
-LEASE_RENEW_SECONDS = 3
+# A run holds its job on a short lease (workers/lease.py): if the worker dies,
+# another worker picks the job up within LEASE_SECONDS and resumes the execution.
 # An error outside any block (the database or Redis failing a write) does not end
 # the run: the job runs again later and resumes, like after a crash. Both share
 # arq's try budget, which must match max_tries of run_execution in workers/settings.py;
@@ -65,7 +60,6 @@ async def _run(ctx: dict[str, Any], engine: EngineContext, execution_id: uuid.UU
         # Stopped while no worker ran it (queued, or its worker died): end it, never resume it.
         await run.terminate()
         return "TERMINATED"
-    lease = asyncio.create_task(_hold_lease(ctx, ctx.get("job_id") or str(execution_id)))
     watch = asyncio.create_task(_cancel_when_stopped(engine, run, asyncio.current_task()))
     try:
         log.info("running execution %s (%s)", execution_id, execution.status)
@@ -80,10 +74,9 @@ async def _run(ctx: dict[str, Any], engine: EngineContext, execution_id: uuid.UU
             return "TERMINATED"
         raise  # the worker is shutting down: the job runs again elsewhere and resumes
     finally:
-        for task in (watch, lease):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
 
 
 async def _stop_requested(engine: EngineContext, execution_id: uuid.UUID) -> bool:
@@ -102,11 +95,3 @@ async def _cancel_when_stopped(
         await asyncio.sleep(STOP_POLL_SECONDS)
     if not run.finishing:
         run_task.cancel()
-
-
-async def _hold_lease(ctx: dict[str, Any], job_id: str) -> None:
-    redis = ctx["redis"]
-    key = in_progress_key_prefix + job_id
-    while True:
-        await redis.pexpire(key, LEASE_SECONDS * 1000)
-        await asyncio.sleep(LEASE_RENEW_SECONDS)
