@@ -26,6 +26,18 @@ def _configure_logging() -> None:
     log_context.configure(settings.LOG_LEVEL, json_lines=settings.json_logs)
 
 
+# How `serve` runs uvicorn (bench/ serves its bare baseline the same way).
+UVICORN_OPTIONS = {
+    # Keep our handlers: uvicorn's own lines become structured ones too.
+    "log_config": None,
+    # Uvicorn's websocket size cap in bytes (request bodies are capped by the app).
+    "ws_max_size": 1_048_576,
+    # Events are small JSON; deflate state cost ~50 KiB per open websocket.
+    "ws_per_message_deflate": False,
+    "timeout_graceful_shutdown": 10,
+}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -36,13 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=get_settings().LOG_LEVEL.lower(),
-        # Keep our handlers: uvicorn's own lines become structured ones too.
-        log_config=None,
-        # Uvicorn's websocket size cap in bytes (request bodies are capped by the app).
-        ws_max_size=1_048_576,
-        # Events are small JSON; deflate state cost ~50 KiB per open websocket.
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,
     )
     return 0
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -18,6 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from tests.harness import ApiServer
 
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -344,26 +344,25 @@ def serve_bare(port: int) -> None:
     """uvicorn with the flags `agentgraph serve` uses (app/cli.py cmd_serve)."""
     import uvicorn
 
+    from app.cli import UVICORN_OPTIONS
+
     uvicorn.run(
         "bench.support:bare_app",
         factory=True,
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        log_config=None,
-        ws_max_size=1_048_576,
-        timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,
     )
 
 
-class BareServer:
-    """`serve_bare` in its own process, started and stopped like tests.harness.ApiServer."""
+class BareServer(ApiServer):
+    """`serve_bare` in its own process, started and stopped like the API."""
+
+    health_path = "/ok"
 
     def __init__(self) -> None:
-        from tests.harness import free_port
-
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+        super().__init__(env={})
 
     @property
     def pid(self) -> int:
@@ -371,39 +370,9 @@ class BareServer:
         return self.process.pid
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    async def start(self, timeout: float = 30.0) -> None:
-        import httpx
-
+    def command(self) -> list[str]:
         code = "import sys; from bench.support import serve_bare; serve_bare(int(sys.argv[1]))"
-        self.process = subprocess.Popen(  # noqa: ASYNC220 - starts, never waits
-            [sys.executable, "-c", code, str(self.port)], cwd=BENCH_ROOT
-        )
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as client:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError("bare server exited early")
-                try:
-                    if (await client.get(self.base_url + "/ok")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("bare server did not start")
-                await asyncio.sleep(0.1)
-
-    async def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.process.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return [sys.executable, "-c", code, str(self.port)]

@@ -78,23 +78,15 @@ def settings():
 @pytest.fixture(scope="session")
 async def api(database: str) -> AsyncIterator[ApiServer]:
     """A real `agentgraph serve` on a free port."""
-    server = ApiServer(env=TEST_ENV)
-    await server.start()
-    try:
+    async with ApiServer(env=TEST_ENV) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="session")
 async def worker(database: str) -> AsyncIterator[WorkerProcess]:
     """A real `agentgraph worker` process for the run."""
-    process = WorkerProcess(env=TEST_ENV)
-    await process.start()
-    try:
+    async with WorkerProcess(env=TEST_ENV) as process:
         yield process
-    finally:
-        await process.stop()
 
 
 STRIPE_WEBHOOK_SECRET = f"whsec_test_{RUN_ID}"
@@ -131,23 +123,15 @@ def stripe_env(stripe_stand_in) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def stripe_api(database: str, stripe_env) -> AsyncIterator[ApiServer]:
     """An API process whose payments go to the Stripe stand-in."""
-    server = ApiServer(env=stripe_env)
-    await server.start()
-    try:
+    async with ApiServer(env=stripe_env) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="session")
 async def stripe_worker(database: str, stripe_env) -> AsyncIterator[WorkerProcess]:
     """A worker (on this run's queue) whose auto top-ups go to the Stripe stand-in."""
-    process = WorkerProcess(env=stripe_env)
-    await process.start()
-    try:
+    async with WorkerProcess(env=stripe_env) as process:
         yield process
-    finally:
-        await process.stop()
 
 
 @pytest.fixture

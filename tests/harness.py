@@ -65,13 +65,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ApiServer:
+class _ChildProcess:
+    """One of our processes in its own OS process: `async with` starts it and
+    stops it (SIGTERM, then SIGKILL if it does not end in time)."""
+
+    process: subprocess.Popen | None
+    log_path: Path
+    stop_seconds: float = 15.0
+
+    async def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, self.stop_seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+class ApiServer(_ChildProcess):
     """`agentgraph serve` in its own process, as production runs it."""
+
+    # Answers 200 once the server is ready.
+    health_path = "/health"
 
     def __init__(self, env: dict[str, str], extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.env = {**os.environ, **env, **(extra_env or {})}
-        self.process: subprocess.Popen | None = None
+        self.process = None
         self.log_path = Path(f"/tmp/agentgraph-api-{self.port}.log")
 
     @property
@@ -81,6 +114,9 @@ class ApiServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)]
 
     async def start(self, timeout: float = 30.0) -> None:
         await self._launch()
@@ -94,11 +130,7 @@ class ApiServer:
     async def _launch(self) -> None:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: ASYNC220 - starts, never waits
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
 
     async def _wait_until(self, accept, timeout: float) -> None:
@@ -106,34 +138,25 @@ class ApiServer:
         async with httpx.AsyncClient() as client:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"API exited early:\n{self.log()}")
+                    raise RuntimeError(f"server exited early:\n{self.log()}")
                 try:
-                    if accept((await client.get(self.base_url + "/health")).status_code):
+                    if accept((await client.get(self.base_url + self.health_path)).status_code):
                         return
                 except httpx.TransportError:
                     pass
                 if asyncio.get_running_loop().time() > deadline:
-                    raise RuntimeError(f"API did not become healthy:\n{self.log()}")
+                    raise RuntimeError(f"server did not become ready:\n{self.log()}")
                 await asyncio.sleep(0.1)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    async def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.process.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-class WorkerProcess:
+class WorkerProcess(_ChildProcess):
     """`agentgraph worker` in its own process; can be killed like a crashed one."""
+
+    stop_seconds = 20.0
 
     def __init__(self, env: dict[str, str], extra_env: dict[str, str] | None = None) -> None:
         self.env = {**os.environ, **env, "LOG_LEVEL": "INFO", **(extra_env or {})}
-        self.process: subprocess.Popen | None = None
+        self.process = None
         self.log_path = Path(f"/tmp/agentgraph-worker-{uuid.uuid4().hex[:8]}.log")
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -153,22 +176,11 @@ class WorkerProcess:
                 raise RuntimeError(f"worker did not start:\n{self.log()}")
             await asyncio.sleep(0.05)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def kill(self) -> None:
         """SIGKILL: no clean-up, as when a machine dies."""
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.process.wait, 20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 @dataclass

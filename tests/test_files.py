@@ -78,22 +78,14 @@ def blob_settings(settings, blob_env):
 
 @pytest.fixture(scope="module")
 async def blob_api(database, blob_env) -> AsyncIterator[ApiServer]:
-    server = ApiServer(blob_env)
-    await server.start()
-    try:
+    async with ApiServer(blob_env) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")
 async def blob_worker(database, blob_env) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(blob_env)
-    await process.start()
-    try:
+    async with WorkerProcess(blob_env) as process:
         yield process
-    finally:
-        await process.stop()
 
 
 @pytest.fixture
@@ -124,23 +116,15 @@ def clamd_mode(clamd):
 
 @pytest.fixture(scope="module")
 async def scanning_api(database, blob_env, clamd) -> AsyncIterator[ApiServer]:
-    server = ApiServer(blob_env, {"CLAMD_ADDRESS": clamd.address})
-    await server.start()
-    try:
+    async with ApiServer(blob_env, {"CLAMD_ADDRESS": clamd.address}) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")
 async def scanning_inline_api(database, clamd) -> AsyncIterator[ApiServer]:
     """Scanning without blob storage: files come back as data: URIs."""
-    server = ApiServer(TEST_ENV, {"CLAMD_ADDRESS": clamd.address})
-    await server.start()
-    try:
+    async with ApiServer(TEST_ENV, {"CLAMD_ADDRESS": clamd.address}) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 # ---------------------------------------------------------------------- helpers
