@@ -97,7 +97,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace) -> int:
-    from schema import build_schema
+    from resolvers.root import build_schema
 
     sys.stdout.write(build_schema(get_settings()).as_str() + "\n")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,10 +14,8 @@ from strawberry.types import Info as StrawberryInfo
 from app import log_context
 from app.auth import Credentials, authenticate, unauthenticated
 from app.principal import Principal
+from app.runtime import AppServices
 from app.services.users import ensure_user
-
-if TYPE_CHECKING:
-    from app.main import AppServices
 
 
 @dataclass

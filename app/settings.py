@@ -98,6 +98,7 @@ class Settings(BaseSettings):
         if self.LOG_FORMAT is not None:
             return self.LOG_FORMAT == "json"
         return self.ENVIRONMENT != "dev"
+
     # Only for the HTTP-level Origin check of browser websockets.
     ALLOWED_ORIGINS: list[str] = Field(
         default_factory=lambda: [

@@ -11,11 +11,11 @@ from typing import Any
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
 
 from app.context import Context
-from app.main import start_services
 from app.principal import Principal
+from app.runtime import start_services
 from app.settings import get_settings
 from resolvers.loaders import Loaders
-from schema import build_schema
+from resolvers.root import build_schema
 
 
 class QueryCounter:

@@ -1,4 +1,6 @@
-"""The exported schema against the public contract (../shared/api/schema.graphql).
+"""The exported schema against the public contract, kept in the repo as
+tests/contract/schema.graphql (a copy of the product's contract, so a fresh
+clone tests against it with nothing beside it).
 
 Strict: no breaking change and no dangerous change against the contract, so
 nothing in it is missing, renamed, retyped or given another default.
@@ -12,10 +14,10 @@ from pathlib import Path
 from graphql import build_schema, find_breaking_changes, find_dangerous_changes
 
 from app.settings import get_settings
-from schema import build_schema as build_our_schema
+from resolvers.root import build_schema as build_our_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT = ROOT.parent / "shared" / "api" / "schema.graphql"
+CONTRACT = Path(__file__).resolve().parent / "contract" / "schema.graphql"
 
 
 def _exported():

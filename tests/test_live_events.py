@@ -79,12 +79,18 @@ async def test_resume_after_seq_has_no_gap_and_no_duplicate(api, gql, user, work
 
 
 async def test_subscriber_joining_mid_run_sees_the_rest(api, gql, user, worker):
-    graph = await create_graph(gql, user, {
-        "name": "slow",
-        "nodes": [node("w", "Wait", input="done", seconds=1),
-                  node("o", "AgentOutput", name="o")],
-        "links": [link("w", "output", "o", "value")],
-    })
+    graph = await create_graph(
+        gql,
+        user,
+        {
+            "name": "slow",
+            "nodes": [
+                node("w", "Wait", input="done", seconds=1),
+                node("o", "AgentOutput", name="o"),
+            ],
+            "links": [link("w", "output", "o", "value")],
+        },
+    )
     started = await execute(gql, user, graph["id"])
     await asyncio.sleep(0.3)
     async with graphql_ws(api.ws_url, auth(user)) as ws:
@@ -130,8 +136,10 @@ async def test_subscriptions_obey_ownership_and_key_permissions(api, gql, user, 
     graph = await create_graph(gql, other)
     started = await execute(gql, other, graph["id"], {"text": "secret"})
     async with graphql_ws(api.ws_url, auth(user)) as ws:
-        for query, variables in ((EVENTS, {"id": started["id"]}),
-                                 (GRAPH_EVENTS, {"id": graph["id"]})):
+        for query, variables in (
+            (EVENTS, {"id": started["id"]}),
+            (GRAPH_EVENTS, {"id": graph["id"]}),
+        ):
             op_id = await ws.subscribe(query, variables)
             messages = [m async for m in ws.results(op_id)]
             errors = messages[0]["payload"]
@@ -141,7 +149,10 @@ async def test_subscriptions_obey_ownership_and_key_permissions(api, gql, user, 
     for permission in ("READ_GRAPH", "READ_EXECUTION"):
         data = await gql.ok(
             'mutation($p: [ApiKeyPermission!]!) { createApiKey(input: {name: "k", '
-            "permissions: $p}) { plainTextKey } }", {"p": [permission]}, token=other.token)
+            "permissions: $p}) { plainTextKey } }",
+            {"p": [permission]},
+            token=other.token,
+        )
         keys[permission] = data["createApiKey"]["plainTextKey"]
     async with graphql_ws(api.ws_url, {"X-API-Key": keys["READ_GRAPH"]}) as ws:
         op_id = await ws.subscribe(EVENTS, {"id": started["id"]})

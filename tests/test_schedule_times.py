@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.errors import AppError, ErrorCode
-from app.services.schedules import next_fire_time, parse_cron
+from app.services.cron_times import next_fire_time, parse_cron
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # 2025-03-30: 02:00 CET becomes 03:00 CEST (01:00 UTC).

@@ -255,9 +255,9 @@ async def stop_execution(
     # picks the job up later (queued, or resumed after a crash) ends it at once.
     await arq.set(stop_requested_key(settings, root.id), b"1", ex=86400)
     now = utcnow()
-    stopped_before_start = await Execution.filter(
-        id=root.id, status=ExecutionStatus.QUEUED
-    ).update(status=ExecutionStatus.TERMINATED, ended_at=now)
+    stopped_before_start = await Execution.filter(id=root.id, status=ExecutionStatus.QUEUED).update(
+        status=ExecutionStatus.TERMINATED, ended_at=now
+    )
     if stopped_before_start:
         await root.refresh_from_db()
         await publish_status(publisher, root)

@@ -122,9 +122,7 @@ async def activate_transaction(
         await (
             CreditTransaction.filter(id=transaction.id)
             .using_db(conn)
-            .update(
-                is_active=True, running_balance=new_balance, created_at=now, metadata=merged
-            )
+            .update(is_active=True, running_balance=new_balance, created_at=now, metadata=merged)
         )
         await (
             UserBalance.filter(user_id=owner)
