@@ -4,7 +4,7 @@ clone tests against it with nothing beside it).
 
 Strict: no breaking change against the contract, and of graphql-core's
 "dangerous" changes only the additions the issues ask for (a new optional
-argument, enum value, union member or interface implementation), so nothing in
+argument, enum value or union member), so nothing in
 it is missing, renamed, retyped or given another default.
 """
 
@@ -34,7 +34,7 @@ ADDITIONS = {
     DangerousChangeType.OPTIONAL_ARG_ADDED,
     DangerousChangeType.VALUE_ADDED_TO_ENUM,
     DangerousChangeType.TYPE_ADDED_TO_UNION,
-    DangerousChangeType.IMPLEMENTATION_ADDED_TO_INTERFACE,
+    DangerousChangeType.INTERFACE_ADDED_TO_OBJECT,
 }
 
 
