@@ -3,9 +3,9 @@ tests/contract/schema.graphql (a copy of the product's contract, so a fresh
 clone tests against it with nothing beside it).
 
 Strict: no breaking change against the contract, and of graphql-core's
-"dangerous" changes only the additions the issues ask for (a new optional
-argument, enum value or union member), so nothing in
-it is missing, renamed, retyped or given another default.
+"dangerous" changes only additions (a new optional argument or input field,
+enum value, union member or interface), so nothing in it is missing, renamed,
+retyped or given another default.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ ADDITIONS = {
     DangerousChangeType.OPTIONAL_ARG_ADDED,
     DangerousChangeType.VALUE_ADDED_TO_ENUM,
     DangerousChangeType.TYPE_ADDED_TO_UNION,
-    DangerousChangeType.INTERFACE_ADDED_TO_OBJECT,
+    DangerousChangeType.OPTIONAL_INPUT_FIELD_ADDED,
+    DangerousChangeType.IMPLEMENTED_INTERFACE_ADDED,
 }
 
 
