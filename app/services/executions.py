@@ -104,7 +104,7 @@ async def execute_graph(
         raise bad_input("inputs must be an object", field="inputs")
     if not isinstance(credentials_inputs, dict):
         raise bad_input("credentialsInputs must be an object", field="credentialsInputs")
-    if await ledger.get_available(user_id) <= 0:
+    if await ledger.get_balance(user_id) <= 0:
         raise AppError(ErrorCode.INSUFFICIENT_CREDITS, "Insufficient credits to start a run")
     nodes = await Node.filter(graph_id=graph.id)
     validation = check_run_inputs(settings, nodes, inputs)

@@ -38,7 +38,7 @@ from workers.engine.ownership import Fence
 from workers.engine.routing import Routed, Router
 from workers.engine.rows import NodeRow
 from workers.engine.stats import execution_stats
-from workers.engine.store import UNFINISHED, UnstorableOutput
+from workers.engine.store import UNFINISHED, UnstorableOutput, dumps
 from workers.engine.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -265,6 +265,13 @@ class GraphRun:
         self, row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int
     ) -> None:
         """Record the node's end and hand its outputs on, in one write."""
+        try:
+            dumps(outputs)
+        except UnstorableOutput as exc:
+            # Values JSON cannot carry (a lone surrogate from a web page): the node
+            # fails at once; retrying would only meet them again.
+            error = f"Output cannot be stored: {exc}"[:1000]
+            outputs = {"error": [error]}
         async with self.lock:
             ended(row, outputs, error, cost)
             routed = await self.router.route(row.node_id, outputs, row.ended_at)
