@@ -271,7 +271,7 @@ async def test_graph_reads_a_data_uri_file(api, gql, worker, user):
     assert done["outputs"]["content"] == ["héllo wörld"]
 
 
-async def test_read_file_block_gives_text_or_base64(api, gql, user):
+async def test_read_file_block_gives_text_or_base64(api, gql, user, worker):
     binary = bytes(range(256))
     text_uri = (await upload(api, "ünïcode".encode(), token=user.token)).json()["file_uri"]
     sent = await upload(api, binary, content_type="application/x-thing", token=user.token)
