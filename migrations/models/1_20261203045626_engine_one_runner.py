@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS "idx_credit_rese_created_072724" ON "credit_reservati
 COMMENT ON TABLE "credit_reservations" IS 'Credits held while a node (or executeBlock) with an after-run cost runs: its';
         ALTER TABLE "executions" ADD "runner_epoch" BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE "user_balances" ADD "reserved" INT NOT NULL DEFAULT 0;
-        CREATE UNIQUE INDEX IF NOT EXISTS "uid_node_execut_executi_829ba6" ON "node_executions" ("execution_id", "node_id", "arrival");
+        ALTER TABLE "node_executions" ADD CONSTRAINT "uid_node_execut_executi_829ba6" UNIQUE ("execution_id", "node_id", "arrival");
 """,
     'sqlite': """
 DROP INDEX IF EXISTS "idx_node_execut_executi_829ba6";
@@ -49,7 +49,7 @@ CREATE INDEX IF NOT EXISTS "idx_credit_rese_created_072724" ON "credit_reservati
 
 DOWNGRADE = {
     'postgres': """
-DROP INDEX IF EXISTS "uid_node_execut_executi_829ba6";
+ALTER TABLE "node_executions" DROP CONSTRAINT IF EXISTS "uid_node_execut_executi_829ba6";
         ALTER TABLE "executions" DROP COLUMN "runner_epoch";
         ALTER TABLE "user_balances" DROP COLUMN "reserved";
         DROP TABLE IF EXISTS "credit_reservations";
