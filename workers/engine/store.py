@@ -65,7 +65,7 @@ class RunStore:
     """The dialect-neutral store (ORM, one shielded transaction per step)."""
 
     async def _check(self, conn: Any, fence: Fence) -> None:
-        owned = await Execution.filter(id=fence.root_id, runner_epoch=fence.epoch).using_db(conn)
+        owned = Execution.filter(id=fence.root_id, runner_epoch=fence.epoch).using_db(conn)
         if not await owned.exists():
             raise LostOwnership(str(fence.root_id))
 
