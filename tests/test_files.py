@@ -497,7 +497,8 @@ def test_the_expiry_job_is_a_worker_cron_job():
     from workers.settings import worker_settings
 
     names = {job.name for job in worker_settings().cron_jobs}
-    assert "cron:delete_expired_files" in names
+    # Named with REDIS_PREFIX, so its job ids (and arq keys) are this deployment's.
+    assert f"{TEST_ENV['REDIS_PREFIX']}cron:delete_expired_files" in names
 
 
 # ------------------------------------------------------------- files in graphs

@@ -125,8 +125,12 @@ async def test_a_run_with_forty_thousand_queued_nodes_stops(stack, new_user):
     while await NodeExecution.filter(execution_id=run["id"], status="QUEUED").count() < 39_000:
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.2)
-    answer = (await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token))["stopExecution"]
-    assert answer["status"] == "TERMINATED"  # stopExecution waits for the end (up to 5 s)
+    await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    # How fast it ends is bench/stop_latency.py's figure; here, that it does, and how.
+    deadline = asyncio.get_running_loop().time() + 60
+    while (await Execution.get(id=run["id"])).status != "TERMINATED":
+        assert asyncio.get_running_loop().time() < deadline, "the stop never ended"
+        await asyncio.sleep(0.1)
     rows = await NodeExecution.filter(execution_id=run["id"]).values_list("id", "status")
     terminated = {row_id for row_id, status in rows if status == "TERMINATED"}
     assert len(terminated) == 40_000
