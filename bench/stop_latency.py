@@ -78,12 +78,16 @@ async def main() -> None:
             stops, queued_counts = [], []
             for _ in range(RUNS):
                 run = await execute(gql, user, graph["id"], {"items": list(range(ITEMS))})
+                # Settled: every item queued and announced, sixteen Waits running.
                 deadline = time.monotonic() + 300
                 while True:
                     queued = await NodeExecution.filter(
                         execution_id=run["id"], status="QUEUED"
                     ).count()
-                    if queued >= ITEMS - 16 or time.monotonic() > deadline:
+                    running = await NodeExecution.filter(
+                        execution_id=run["id"], status="RUNNING"
+                    ).count()
+                    if (queued >= ITEMS - 16 and running == 16) or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.1)
                 queued_counts.append(queued)

@@ -732,6 +732,11 @@ async def test_stopping_a_parent_stops_its_sub_graph_run(gql, user, worker):
     assert [(n["nodeId"], n["status"]) for n in child_view["nodeExecutions"]] == [
         (child_wait, "TERMINATED")
     ]
+    # The stopped Wait inside the child paid for the seconds it ran, once.
+    [wait_run] = child_view["nodeExecutions"]
+    charged = await CreditTransaction.filter(usage_execution_id=child_run.id)
+    assert [t.key for t in charged] == [f"{wait_run['id']}:time"]
+    assert charged[0].amount <= -1
     parent_view = (await gql.ok(GET_EXECUTION, {"id": started["id"]}, token=user.token))[
         "execution"
     ]

@@ -68,6 +68,8 @@ class GraphRun:
         self.tasks: dict[asyncio.Task, NodeRow] = {}
         # Node runs a stop cancelled: what they had yielded and charged, for terminate().
         self.cancelled: dict[uuid.UUID, NodeProgress] = {}
+        # Sub-graph runs this run started, so a stop ends them with what they know.
+        self.children: dict[uuid.UUID, GraphRun] = {}
         self.failed = False
         self.out_of_credits = False
         self.topology: Topology = None  # type: ignore[assignment]
@@ -118,7 +120,7 @@ class GraphRun:
             parent_execution_id=self.execution.id,
             status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING],
         ):
-            await self.child(child).terminate(status, error)
+            await self.children.get(child.id, self.child(child)).terminate(status, error)
         await self.execution.refresh_from_db()
         if self.execution.status in TERMINAL_STATUSES:
             return
@@ -142,7 +144,8 @@ class GraphRun:
         )
 
     async def run_child(self, execution: Execution) -> ExecutionStatus:
-        return await self.child(execution).run()
+        child = self.children[execution.id] = self.child(execution)
+        return await child.run()
 
     async def _announce_end(self) -> None:
         """A worker that died between writing the end and publishing it left

@@ -76,9 +76,13 @@ class NodeProgress:
     charged: int = 0
     started: float | None = None
     outputs: dict[str, list[Any]] = field(default_factory=dict)
+    # Set when the run was cancelled: the seconds it had run by then.
+    stopped_after: float | None = None
 
     @property
     def seconds(self) -> float:
+        if self.stopped_after is not None:
+            return self.stopped_after
         return time.monotonic() - self.started if self.started is not None else 0.0
 
 
@@ -90,6 +94,7 @@ async def run_node(run: GraphRun, row: NodeRow) -> None:
     except asyncio.CancelledError:
         # Stopped or shut down: the row stays as stored (RUNNING re-runs on resume);
         # a stop charges and keeps what the progress says.
+        progress.stopped_after = progress.seconds
         run.cancelled[row.id] = progress
         raise
 

@@ -213,15 +213,21 @@ class PostgresRunStore(RunStore):
                 for row_id, (outputs, cost) in partial.items()
             ]
         )
+        # The few rows a stop cancelled keep what they yielded and were charged; the
+        # rest end by execution id in the same statement (disjoint rows).
         rows = await _fetch(
-            f"WITH {_OWNER}, kept AS MATERIALIZED (SELECT * FROM jsonb_to_recordset($6::jsonb) "
-            "AS k(id uuid, output_data jsonb, cost int)) "
-            "UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4, "
-            "output_data = coalesce((SELECT k.output_data FROM kept k WHERE k.id = n.id), "
-            "n.output_data), "
-            "cost = coalesce((SELECT k.cost FROM kept k WHERE k.id = n.id), n.cost) "
-            f"WHERE n.execution_id = $3 AND n.status = ANY($5::text[]) AND {_OWNED} "
-            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot",
+            f"WITH {_OWNER}, kept AS (SELECT * FROM jsonb_to_recordset($6::jsonb) "
+            "AS k(id uuid, output_data jsonb, cost int)), "
+            "stopped AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4, "
+            "output_data = k.output_data, cost = k.cost FROM kept k "
+            "WHERE n.id = k.id AND n.execution_id = $3 AND n.status = ANY($5::text[]) "
+            f"AND {_OWNED} "
+            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot), "
+            "rest AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4 "
+            "WHERE n.execution_id = $3 AND n.status = ANY($5::text[]) "
+            f"AND n.id NOT IN (SELECT id FROM kept) AND {_OWNED} "
+            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot) "
+            "SELECT * FROM stopped UNION ALL SELECT * FROM rest",
             fence.root_id,
             fence.epoch,
             execution_id,

@@ -62,6 +62,7 @@ async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
 
 async def _run_owned(ctx: dict[str, Any], engine: EngineContext, fence: Fence) -> str:
     execution_id = fence.root_id
+    run: GraphRun | None = None
     try:
         run = await _new_run(engine, fence)
         log_context.bind(user_id=run.execution.user_id)  # type: ignore[attr-defined]
@@ -70,14 +71,15 @@ async def _run_owned(ctx: dict[str, Any], engine: EngineContext, fence: Fence) -
         raise
     except RunLimitReached as limit:
         log.warning("execution %s: %s", execution_id, limit)
-        ending = await _new_run(engine, fence)
-        await finish_even_if_cancelled(ending.terminate(ExecutionStatus.FAILED, str(limit)))
+        # The same run object: it knows which nodes it cancelled (they pay their seconds).
+        assert run is not None
+        await finish_even_if_cancelled(run.terminate(ExecutionStatus.FAILED, str(limit)))
         return str(ExecutionStatus.FAILED)
     except Exception:
         job_try = ctx.get("job_try", 1)
         if job_try >= RUN_MAX_TRIES:
             log.exception("execution %s failed on its last try; it ends FAILED", execution_id)
-            ending = await _new_run(engine, fence)
+            ending = run or await _new_run(engine, fence)
             await ending.terminate(ExecutionStatus.FAILED, INTERNAL_ERROR)
             return str(ExecutionStatus.FAILED)
         defer = min(RETRY_MAX_SECONDS, 2 ** (job_try - 1))
