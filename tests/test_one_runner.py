@@ -102,7 +102,9 @@ async def test_a_stalled_worker_never_runs_a_job_twice(stack, user):
             worker.process.send_signal(signal.SIGCONT)
             await worker.stop()
     assert_ran_once(done, ids)
-    assert f"running execution {started['id']}" not in second.log()
+    # B got the lock only once A had ended the run: it found it COMPLETED.
+    assert f"running execution {started['id']} (RUNNING)" not in second.log()
+    assert f"resuming execution {started['id']}" not in second.log()
     usage = await CreditTransaction.filter(usage_execution_id=started["id"])
     by_id = {n["nodeId"]: n["id"] for n in done["nodeExecutions"]}
     assert sorted(t.key for t in usage) == sorted(
