@@ -47,6 +47,23 @@ return seq
 """
 
 
+# Many events of one execution in one call (node events: never terminal, never on
+# the graph's stream): seqs first..last, allocated at once, so a batch is gapless.
+_PUBLISH_MANY = """
+local n = #ARGV - 1
+local last = redis.call('INCRBY', KEYS[1], n)
+for i = 1, n do
+  local seq = last - n + i
+  redis.call('XADD', KEYS[2], seq .. '-1', 'seq', seq, 'data', ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]))
+return last
+"""
+# Events per script call: a call blocks Redis while it runs.
+PUBLISH_BATCH = 500
+
+
 class EventKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -79,6 +96,7 @@ class EventPublisher:
         self.redis = redis
         self.keys = EventKeys(prefix)
         self._script = redis.register_script(_PUBLISH)
+        self._many = redis.register_script(_PUBLISH_MANY)
 
     async def publish(
         self,
@@ -105,6 +123,18 @@ class EventPublisher:
                 ],
             )
         )
+
+    async def publish_many(
+        self, pipeline: Any, execution_id: uuid.UUID, bodies: list[bytes]
+    ) -> None:
+        """Queue non-terminal events (bodies already JSON) on `pipeline`, a Redis
+        pipeline the caller executes: one round trip for any number of events."""
+        for start in range(0, len(bodies), PUBLISH_BATCH):
+            await self._many(
+                keys=[self.keys.seq(execution_id), self.keys.stream(execution_id)],
+                args=[STREAM_MAX_IDLE_SECONDS, *bodies[start : start + PUBLISH_BATCH]],
+                client=pipeline,
+            )
 
 
 class EventReader:

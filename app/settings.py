@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     MAX_TOKENS: int = 5000
     MAX_BODY_BYTES: int = 1_000_000
     MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
+    # Bounded runs (SEMANTICS.md §7): how deep sub-graph runs nest below their root,
+    # and how many node executions one run (its sub-graph runs included) may make.
+    MAX_SUBGRAPH_DEPTH: int = Field(default=10, ge=0)
+    MAX_NODE_RUNS_PER_EXECUTION: int = Field(default=100_000, ge=1)
     # Workers fire due schedules unless this is false.
     SCHEDULER_ENABLED: bool = True
     # Per API process; a browser tab needs one or two.

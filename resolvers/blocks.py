@@ -40,6 +40,10 @@ class BlockMutations:
     )
     async def execute_block(self, info: Info, block_id: strawberry.ID, input: JSON) -> BlockOutput:
         result = await blocks.execute_block(
-            info.context.settings, await info.context.user_id(), str(block_id), input
+            info.context.settings,
+            info.context.services.redis,
+            await info.context.user_id(),
+            str(block_id),
+            input,
         )
         return BlockOutput(outputs=result.outputs, cost=result.cost)

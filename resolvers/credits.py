@@ -33,13 +33,20 @@ class CreditQueries:
         ] = None,
         type: CreditTransactionType | None = None,
         first: Annotated[int, strawberry.argument(description="1 to 1000.")] = 100,
+        after: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The previous page's nextCursor: the transactions after it."
+            ),
+        ] = None,
     ) -> CreditTransactionPage:
         page = await credits.credit_history(
-            await info.context.user_id(), before=before, type=type, first=first
+            await info.context.user_id(), before=before, type=type, first=first, after=after
         )
         return CreditTransactionPage(
             transactions=[CreditTransaction.from_model(row) for row in page.transactions],
             next_transaction_time=page.next_transaction_time,
+            next_cursor=page.next_cursor,
         )
 
     @strawberry.field(permission_classes=[SignedInUser])

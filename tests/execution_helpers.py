@@ -90,6 +90,12 @@ class OwnStack:
         """A worker on this stack's queue (not started)."""
         return WorkerProcess(self.env, extra_env=self.extra_env)
 
+    def redis(self):
+        """A Redis client (close it with aclose)."""
+        from redis.asyncio import Redis
+
+        return Redis.from_url(self.env["REDIS_URL"])
+
     async def metrics(self) -> str:
         async with httpx.AsyncClient() as client:
             response = await client.get(self.api.base_url + "/metrics")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from app.models import CreditTransaction, CreditTransactionType
@@ -89,7 +90,7 @@ async def test_catalogue_is_computed_once_and_shared_through_redis():
         await second.aclose()
 
 
-async def test_execute_block_returns_outputs_per_pin(gql, user):
+async def test_execute_block_returns_outputs_per_pin(gql, user, worker):
     data = await gql.ok(
         EXECUTE, {"id": block_id("ForEach"), "input": {"items": ["a", "b"]}}, token=user.token
     )
@@ -102,7 +103,7 @@ async def test_execute_block_returns_outputs_per_pin(gql, user):
     assert data["executeBlock"]["outputs"]["error"][0]
 
 
-async def test_execute_block_charges_seconds(gql, user):
+async def test_execute_block_charges_seconds(gql, user, worker):
     before = (await gql.ok("{ me { credits } }", token=user.token))["me"]["credits"]
     data = await gql.ok(
         EXECUTE, {"id": block_id("Wait"), "input": {"input": 7, "seconds": 1}}, token=user.token
@@ -114,7 +115,7 @@ async def test_execute_block_charges_seconds(gql, user):
     assert [t.amount for t in usage] == [-1]
 
 
-async def test_execute_block_bad_input_changes_nothing(gql, user):
+async def test_execute_block_bad_input_changes_nothing(gql, user, worker):
     before = await ledger.get_balance(user.id)
     cases = [
         (str(uuid.uuid4()), {}, "NOT_FOUND"),
@@ -138,7 +139,7 @@ async def test_execute_block_bad_input_changes_nothing(gql, user):
     assert await CreditTransaction.filter(user_id=user.id, type="USAGE").count() == 0
 
 
-async def test_execute_block_refuses_when_the_cost_is_above_the_balance(gql, user):
+async def test_execute_block_refuses_when_the_cost_is_above_the_balance(gql, user, worker):
     balance = await ledger.get_balance(user.id)
     await ledger.record_transaction(
         user.id, -balance, CreditTransactionType.USAGE, f"drain:{user.id}"
@@ -157,7 +158,7 @@ async def test_execute_block_refuses_when_the_cost_is_above_the_balance(gql, use
     assert data["executeBlock"]["cost"] == 0
 
 
-async def test_api_key_scopes_for_blocks(gql, user):
+async def test_api_key_scopes_for_blocks(gql, user, worker):
     async def key(permission: str) -> str:
         data = await gql.ok(
             'mutation($p: [ApiKeyPermission!]!) { createApiKey(input: {name: "k", '
@@ -175,3 +176,89 @@ async def test_api_key_scopes_for_blocks(gql, user):
         "output": [2]
     }
     assert await gql.error_code(EXECUTE, payload, api_key=reader) == "FORBIDDEN"
+
+
+async def test_execute_block_runs_on_a_worker_while_the_api_keeps_answering(api, gql, user, worker):
+    """A catastrophic regex (exponential for Python's `re`) used to freeze the API
+    process that ran it: /health did not answer for as long as it ran. The API runs
+    no block code now, and the worker's engine gives the pattern 2 s."""
+    import httpx
+
+    answered_during = 0
+    running = asyncio.Event()
+
+    async def poll_health() -> None:
+        nonlocal answered_during
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+            while True:
+                response = await http.get("/health")
+                assert response.status_code == 200
+                if running.is_set():
+                    answered_during += 1
+                await asyncio.sleep(0.02)
+
+    poller = asyncio.create_task(poll_health())
+    try:
+        running.set()
+        data = await gql.ok(
+            EXECUTE,
+            {
+                "id": block_id("MatchTextPattern"),
+                "input": {"text": "a" * 40 + "!", "match": "(a|aa)+$"},
+            },
+            token=user.token,
+        )
+        running.clear()
+    finally:
+        poller.cancel()
+    outputs = data["executeBlock"]["outputs"]
+    assert "took longer than 2 s" in outputs["error"][0]
+    assert "positive" not in outputs and "negative" not in outputs
+    assert answered_during >= 5, answered_during
+    # An ordinary pattern still matches.
+    found = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("ExtractText"),
+            "input": {"text": "ab12cd345", "pattern": r"\d+", "find_all": True},
+        },
+        token=user.token,
+    )
+    assert found["executeBlock"]["outputs"] == {"positive": ["12", "345"]}
+
+
+async def test_execute_block_never_returns_raw_exception_text(gql, user, worker):
+    """A port past 65535 makes the resolver raise OverflowError inside HttpRequest;
+    its text used to reach the client."""
+    data = await gql.ok(
+        EXECUTE,
+        {"id": block_id("HttpRequest"), "input": {"url": "http://93.184.216.34:99999/"}},
+        token=user.token,
+    )
+    [error] = data["executeBlock"]["outputs"]["error"]
+    assert "Overflow" not in error and "getaddrinfo" not in error
+    assert error.startswith("HttpRequest failed unexpectedly (error id ")
+
+
+async def test_concurrent_execute_block_waits_never_overspend(gql, new_user, worker):
+    """Ten executeBlock(Wait 3 s) at balance 1 at once used to take the balance to
+    -29: a run with a per-second cost starts only if the available balance covers
+    its minimum, and goes below zero only by what it ran past that minimum."""
+    person = new_user()
+    await gql.ok("{ me { id } }", token=person.token)
+    balance = await ledger.get_balance(person.id)
+    await ledger.record_transaction(
+        person.id, 1 - balance, CreditTransactionType.USAGE, f"drain:{person.id}"
+    )
+    payload = {"id": block_id("Wait"), "input": {"input": 1, "seconds": 3}}
+    answers = await asyncio.gather(
+        *(gql.execute(EXECUTE, payload, token=person.token) for _ in range(10))
+    )
+    ran = [a for a in answers if not a.get("errors")]
+    refused = [a["errors"][0]["extensions"]["code"] for a in answers if a.get("errors")]
+    assert len(ran) == 1 and refused == ["INSUFFICIENT_CREDITS"] * 9, answers
+    cost = ran[0]["data"]["executeBlock"]["cost"]
+    assert cost >= 3
+    # 1 was covered; it may go below zero only by the seconds it ran beyond that.
+    assert await ledger.get_balance(person.id) == 1 - cost
+    assert await ledger.get_available(person.id) == 1 - cost

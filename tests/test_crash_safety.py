@@ -360,7 +360,9 @@ async def test_a_running_job_is_held_on_a_short_lease(gql, user, worker):
     try:
         seen = []
         for _ in range(60):
-            ttl = await redis.pttl(f"arq:in-progress:{started['id']}")
+            # The job id carries REDIS_PREFIX (app.clients.redis.arq_job_id).
+            job_id = f"{TEST_ENV['REDIS_PREFIX']}run:{started['id']}"
+            ttl = await redis.pttl(f"arq:in-progress:{job_id}")
             if ttl > 0:
                 seen.append(ttl)
             await asyncio.sleep(0.1)

@@ -275,7 +275,7 @@ async def test_refund_of_an_unspent_top_up_is_approved_at_once(
 
 
 async def test_refund_after_spending_is_a_pending_request(
-    stripe_gql, stripe_api, user, stripe_stand_in
+    stripe_gql, stripe_api, stripe_worker, user, stripe_stand_in
 ):
     key = await paid_top_up(stripe_gql, stripe_api, stripe_stand_in, user, 500)
     await stripe_gql.ok(
@@ -542,3 +542,143 @@ async def test_api_keys_cannot_touch_credits(stripe_gql, user):
         assert await stripe_gql.error_code(query, variables, api_key=key) == "FORBIDDEN", query
     for query, variables in operations:
         assert await stripe_gql.error_code(query, variables) == "UNAUTHENTICATED", query
+
+
+PAGE = """query($first: Int!, $after: String) {
+  creditHistory(first: $first, after: $after) {
+    transactions { key createdAt } nextTransactionTime nextCursor } }"""
+
+
+async def test_credit_history_pages_keep_transactions_that_share_a_time(gql, user):
+    """Paging by time alone (`before`) dropped every row that shared the boundary
+    createdAt; `nextCursor` also names the last row, so none is lost."""
+    import uuid
+
+    from app.clock import utcnow
+
+    moment = utcnow()
+    keys = [f"same-time-{i}-{uuid.uuid4().hex[:6]}" for i in range(7)]
+    for key in keys:  # rows as older ledgers hold them: one time for several
+        await CreditTransaction.create(
+            id=uuid.uuid4(),
+            key=key,
+            user_id=user.id,
+            type="GRANT",
+            amount=1,
+            running_balance=0,
+            created_at=moment,
+        )
+    seen, after = [], None
+    while True:
+        page = (await gql.ok(PAGE, {"first": 2, "after": after}, token=user.token))["creditHistory"]
+        seen += [t["key"] for t in page["transactions"]]
+        after = page["nextCursor"]
+        if after is None:
+            break
+        assert page["nextTransactionTime"] == page["transactions"][-1]["createdAt"]
+    assert len(seen) == len(set(seen))
+    assert set(keys) <= set(seen)
+    everything = (await gql.ok(PAGE, {"first": 1000}, token=user.token))["creditHistory"]
+    assert seen == [t["key"] for t in everything["transactions"]]
+    error = await gql.error(PAGE, {"first": 2, "after": "not a cursor"}, token=user.token)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_ledger_transactions_of_one_user_never_share_a_time(gql, user):
+    """So `before`/`nextTransactionTime` paging loses nothing for what the ledger
+    records, even when many charges land at once."""
+    from app.models import CreditTransactionType
+    from app.services import ledger
+
+    await asyncio.gather(
+        *(
+            ledger.record_transaction(
+                user.id, 1, CreditTransactionType.GRANT, f"burst-{user.id}-{i}"
+            )
+            for i in range(30)
+        )
+    )
+    times = await CreditTransaction.filter(user_id=user.id).values_list("created_at", flat=True)
+    assert len(times) == len(set(times))
+    seen, before = [], None
+    while True:
+        page = (await gql.ok(HISTORY, {"first": 7, "before": before}, token=user.token))[
+            "creditHistory"
+        ]
+        seen += [t["key"] for t in page["transactions"]]
+        before = page["nextTransactionTime"]
+        if before is None:
+            break
+    assert len(seen) == len(times) == len(set(seen))
+
+
+async def test_a_retried_auto_top_up_keeps_its_stripe_idempotency_key(
+    stripe_gql, stripe_api, new_user, stripe_stand_in, stripe_env
+):
+    """The job's first try charged the card, then failed before crediting it; new
+    usage landed before the retry. The retry used to ask Stripe with a new key
+    (made from the latest ledger row) and charge the card a second time."""
+    import uuid
+
+    from tortoise import connections
+
+    from app.models import CreditTransactionType
+    from app.services import ledger
+    from app.settings import Settings
+    from workers.jobs.auto_top_up import auto_top_up
+
+    person = new_user()
+    await stripe_gql.ok(CREDITS, token=person.token)
+    await paid_top_up(stripe_gql, stripe_api, stripe_stand_in, person, 500)
+    start = await balance(stripe_gql, person)
+    await stripe_gql.ok(AUTO, {"t": start, "a": 1000}, token=person.token)
+    crossing = await ledger.record_transaction(
+        person.id, -5, CreditTransactionType.USAGE, f"crossing-{uuid.uuid4().hex}"
+    )
+    name = f"fail_top_up_{uuid.uuid4().hex[:8]}"
+    db = connections.get("default")
+    await db.execute_script(
+        f"""
+        CREATE SEQUENCE {name};
+        CREATE FUNCTION {name}() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.user_id = '{person.id}' AND NEW.type = 'TOP_UP' AND nextval('{name}') = 1 THEN
+            RAISE EXCEPTION 'the worker died after charging the card';
+          END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER {name} BEFORE INSERT ON credit_transactions
+          FOR EACH ROW EXECUTE FUNCTION {name}();
+        """
+    )
+    settings = Settings(**{k: v for k, v in stripe_env.items() if k in Settings.model_fields})
+    ctx = {"settings": settings}
+    cause = crossing.transaction.key
+    try:
+        with pytest.raises(Exception, match="died after charging"):
+            await auto_top_up(ctx, str(person.id), cause)
+        # More usage lands before arq runs the job again.
+        await ledger.record_transaction(
+            person.id, -1, CreditTransactionType.USAGE, f"between-{uuid.uuid4().hex}"
+        )
+        assert await auto_top_up(ctx, str(person.id), cause) == "credited"
+    finally:
+        await db.execute_script(
+            f"DROP TRIGGER {name} ON credit_transactions; DROP FUNCTION {name}(); "
+            f"DROP SEQUENCE {name};"
+        )
+    intents = {
+        c.params["metadata"]["user_id"]: c
+        for c in stripe_stand_in.calls("payment_intents")
+        if c.params.get("metadata", {}).get("kind") == "auto"
+    }
+    charges = [
+        intent
+        for intent in stripe_stand_in.intents.values()
+        if intent.get("metadata", {}).get("user_id") == str(person.id)
+        and intent.get("metadata", {}).get("kind") == "auto"
+    ]
+    assert str(person.id) in intents
+    assert len(charges) == 1, charges
+    autos = await CreditTransaction.filter(user_id=person.id, description="Auto top-up")
+    assert [t.amount for t in autos] == [1000]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 import websockets
@@ -45,6 +46,10 @@ EVENTS = """subscription($id: ID!) { executionEvents(executionId: $id) {
   ... on NodeExecutionEvent { seq executionId nodeExecution { id nodeId status } } } }"""
 ONBOARDING = "{ onboarding { completedSteps rewardedFor agentRuns onboardingAgentExecutionId } }"
 CREDITS = "{ me { credits } }"
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def auth(user) -> dict:
@@ -188,10 +193,15 @@ async def test_stop_cancels_the_running_node_and_ends_terminated(api, gql, user,
     # What follows the long wait never started.
     assert ids["after"] not in by_node and ids["out"] not in by_node
     assert not [n for n in execution["nodeExecutions"] if n["status"] in ("QUEUED", "RUNNING")]
-    assert execution["stats"]["cost"] == 0
-    # Nothing is charged for nodes that never ran to an end.
-    assert await credits(gql, user) == before
-    assert not await CreditTransaction.filter(usage_execution_id=started["id"]).exists()
+    # The stopped Wait pays for the seconds it ran (Wait costs 1 a second, at
+    # least 1 once it ran), once, keyed by its node execution; nothing else is paid.
+    long_run = by_node[ids["long"]]
+    charged = await CreditTransaction.filter(usage_execution_id=started["id"])
+    assert [t.key for t in charged] == [f"{long_run['id']}:time"]
+    ran = seconds_between(long_run["startedAt"], long_run["endedAt"])
+    assert -charged[0].amount == max(1, round(ran))
+    assert execution["stats"]["cost"] == -charged[0].amount
+    assert await credits(gql, user) == before + charged[0].amount
 
     # The live stream saw the node end TERMINATED, then the execution, and completed.
     assert events[-1]["__typename"] == "ExecutionStatusEvent"
@@ -722,6 +732,11 @@ async def test_stopping_a_parent_stops_its_sub_graph_run(gql, user, worker):
     assert [(n["nodeId"], n["status"]) for n in child_view["nodeExecutions"]] == [
         (child_wait, "TERMINATED")
     ]
+    # The stopped Wait inside the child paid for the seconds it ran, once.
+    [wait_run] = child_view["nodeExecutions"]
+    charged = await CreditTransaction.filter(usage_execution_id=child_run.id)
+    assert [t.key for t in charged] == [f"{wait_run['id']}:time"]
+    assert charged[0].amount <= -1
     parent_view = (await gql.ok(GET_EXECUTION, {"id": started["id"]}, token=user.token))[
         "execution"
     ]

@@ -271,7 +271,7 @@ async def test_graph_reads_a_data_uri_file(api, gql, worker, user):
     assert done["outputs"]["content"] == ["héllo wörld"]
 
 
-async def test_read_file_block_gives_text_or_base64(api, gql, user):
+async def test_read_file_block_gives_text_or_base64(api, gql, user, worker):
     binary = bytes(range(256))
     text_uri = (await upload(api, "ünïcode".encode(), token=user.token)).json()["file_uri"]
     sent = await upload(api, binary, content_type="application/x-thing", token=user.token)
@@ -497,7 +497,8 @@ def test_the_expiry_job_is_a_worker_cron_job():
     from workers.settings import worker_settings
 
     names = {job.name for job in worker_settings().cron_jobs}
-    assert "cron:delete_expired_files" in names
+    # Named with REDIS_PREFIX, so its job ids (and arq keys) are this deployment's.
+    assert f"{TEST_ENV['REDIS_PREFIX']}cron:delete_expired_files" in names
 
 
 # ------------------------------------------------------------- files in graphs

@@ -43,7 +43,7 @@ EXAMPLES_PER_OPERATION = 40
 # A request that takes longer is a fault in itself (the API answers in ms).
 ANSWER_TIMEOUT_SECONDS = 30
 
-# executeBlock runs a block inline, so it only gets blocks that just compute:
+# executeBlock runs a block on a worker within a minute, so it only gets blocks that just compute:
 # HttpRequest and LLMCall reach the network, Wait waits for minutes, SubGraph
 # runs a whole graph and ReadFile reads blob storage.
 UNBOUNDED_BLOCKS = {"HttpRequest", "LLMCall", "Wait", "SubGraph", "ReadFile"}
@@ -176,7 +176,7 @@ class FuzzTarget:
 
 
 @pytest.fixture(scope="module")
-async def fuzz_target(database, settings) -> AsyncIterator[FuzzTarget]:
+async def fuzz_target(database, settings, worker) -> AsyncIterator[FuzzTarget]:
     """A dedicated API process, with the mutation rate limit out of the way,
     and a throwaway user for it."""
     server = ApiServer(TEST_ENV, {"MUTATION_RATE_LIMIT_PER_MINUTE": "100000"})

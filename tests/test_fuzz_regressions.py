@@ -235,7 +235,7 @@ async def test_ordinary_text_numbers_and_nesting_still_save(gql, user):
         pytest.param('{"a": "x\\u0000y"}', "NUL characters", id="nul"),
     ],
 )
-async def test_json_parse_refuses_json_it_could_not_pass_on(gql, user, text, problem):
+async def test_json_parse_refuses_json_it_could_not_pass_on(gql, user, worker, text, problem):
     # A 300-level value used to break the response encoder (HTTP 500); text with
     # U+0000 could not be stored as a node's output.
     data = await gql.ok(

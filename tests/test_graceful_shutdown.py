@@ -16,7 +16,9 @@ WATCH = "subscription($g: ID!) { graphExecutionEvents(graphId: $g) { __typename 
 SLOW = "mutation($b: ID!) { executeBlock(blockId: $b, input: {input: 1, seconds: 2}) { outputs } }"
 
 
-async def test_sigterm_finishes_requests_in_flight_and_closes_websockets(database, new_user):
+async def test_sigterm_finishes_requests_in_flight_and_closes_websockets(
+    database, new_user, worker
+):
     server = ApiServer(TEST_ENV, {"LOG_LEVEL": "INFO"})
     await server.start()
     person = new_user()

@@ -30,7 +30,7 @@ from app.models import (
     Schedule,
 )
 from app.services import ledger
-from app.services.schedules import requeue_stranded_runs
+from app.services.executions import requeue_stranded_runs
 from tests.conftest import TEST_ENV
 from tests.execution_helpers import wait_for_end
 from tests.graph_builders import create_graph, echo_graph
@@ -456,9 +456,9 @@ async def test_a_scheduled_run_that_never_reached_the_queue_is_enqueued_again(
     await Execution.filter(id=stranded.id).update(created_at=utcnow() - timedelta(minutes=2))
     redis = create_redis(settings)
     try:
-        assert await requeue_stranded_runs(redis, utcnow()) >= 1
+        assert await requeue_stranded_runs(settings, redis, utcnow()) >= 1
         done = await wait_for_end(gql, user, str(stranded.id))
         assert done["status"] == "COMPLETED" and done["outputs"] == {"result": ["late but once"]}
-        assert await requeue_stranded_runs(redis, utcnow()) == 0
+        assert await requeue_stranded_runs(settings, redis, utcnow()) == 0
     finally:
         await redis.aclose()

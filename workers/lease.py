@@ -5,7 +5,14 @@ timeout (a day, for graph runs), so a job whose worker was SIGKILLed would wait
 a day before another worker may take it. Here every worker starts jobs with a
 LEASE_SECONDS lifetime on that key (`shorten_in_progress`) and every job renews
 it while it runs (`leased`), from its first line: a dead worker's jobs lapse
-within LEASE_SECONDS and run again elsewhere; a live worker's never do.
+within LEASE_SECONDS and run again elsewhere.
+
+The renewal SETs the key rather than PEXPIRE it: PEXPIRE on a key that has
+already lapsed (a worker stalled past LEASE_SECONDS, or another worker's end of
+the same job deleted it) does nothing, and the lease would silently end. A
+lapsed lease is no longer a correctness problem for graph runs (only the runner
+holding the execution's lock runs it, workers/engine/ownership.py), only wasted
+work for the worker that picks the job up and waits.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ def shorten_in_progress(worker: Worker) -> Worker:
 async def _hold(redis: Any, job_id: str) -> None:
     key = in_progress_key_prefix + job_id
     while True:
-        await redis.pexpire(key, LEASE_SECONDS * 1000)
+        await redis.set(key, b"1", px=LEASE_SECONDS * 1000)
         await asyncio.sleep(LEASE_RENEW_SECONDS)
 
 

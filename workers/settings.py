@@ -11,13 +11,19 @@ from tortoise import Tortoise
 from app.clients.redis import arq_health_check_key, arq_queue_name, arq_redis_settings
 from app.events import EventPublisher
 from app.services.auto_top_up import QueuedAutoTopUp
+from app.services.blocks import BLOCK_RUN_SECONDS, EXECUTE_BLOCK_JOB
 from app.settings import get_settings, tortoise_config
 from workers.engine.context import EngineContext
+from workers.engine.ownership import PostgresRunnerLocks, RunnerLocks
+from workers.engine.store import RunStore
+from workers.engine.store_postgres import PostgresRunStore
 from workers.jobs.auto_top_up import auto_top_up
+from workers.jobs.blocks import execute_block
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events
 from workers.jobs.schedules import start_scheduler, stop_scheduler
+from workers.jobs.sweeps import start_sweeps, stop_sweeps
 from workers.lease import leased
 
 log = logging.getLogger(__name__)
@@ -26,14 +32,23 @@ log = logging.getLogger(__name__)
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     settings.check_secrets()
-    await Tortoise.init(config=tortoise_config(settings.DATABASE_URL), _enable_global_fallback=True)
+    config = tortoise_config(settings.DATABASE_URL)
+    await Tortoise.init(config=config, _enable_global_fallback=True)
     ctx["settings"] = settings
+    connection = config["connections"]["default"]
+    on_postgres = isinstance(connection, dict)
     ctx["engine"] = EngineContext(
         settings=settings,
         redis=ctx["redis"],
         publisher=EventPublisher(ctx["redis"], settings.REDIS_PREFIX),
-        auto_top_up=QueuedAutoTopUp(ctx["redis"]),
+        auto_top_up=QueuedAutoTopUp(ctx["redis"], settings),
+        # One statement per step on PostgreSQL; the ORM elsewhere (SQLite for make dev).
+        store=PostgresRunStore() if on_postgres else RunStore(),
+        # One runner per execution across workers needs PostgreSQL's session locks;
+        # SQLite (make dev) has one worker.
+        locks=(PostgresRunnerLocks(connection["credentials"]) if on_postgres else RunnerLocks()),
     )
+    ctx["sweeps"] = start_sweeps(ctx["engine"])
     # Every worker runs the scheduler unless told not to (a worker kept for
     # one kind of job); the database claim makes several of them safe.
     ctx["scheduler"] = start_scheduler(ctx["engine"]) if settings.SCHEDULER_ENABLED else None
@@ -42,6 +57,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await stop_scheduler(ctx.get("scheduler"))
+    await stop_sweeps(ctx.get("sweeps"))
+    if "engine" in ctx:
+        await ctx["engine"].locks.close()
     await Tortoise.close_connections()
     log.info("worker stopped")
 
@@ -59,10 +77,22 @@ def worker_settings() -> type:
             # keep_result=0: a later drop below the threshold can ask again.
             func(leased(auto_top_up), timeout=120, keep_result=0),
             func(leased(prune_processed_stripe_events)),
+            # Its API caller waits for the result; one try (a repeat would run the block
+            # again after the caller gave up).
+            func(
+                leased(execute_block),
+                name=EXECUTE_BLOCK_JOB,
+                timeout=BLOCK_RUN_SECONDS + 10,
+                max_tries=1,
+                keep_result=120,
+            ),
         ]
+        # Cron job ids carry the prefix too (arq makes them from the name), so two
+        # deployments on one Redis each run their own.
         cron_jobs = [
             cron(
                 leased(prune_processed_stripe_events),
+                name=f"{settings.REDIS_PREFIX}cron:prune_processed_stripe_events",
                 hour={3},
                 minute={17},
                 unique=True,
@@ -71,6 +101,7 @@ def worker_settings() -> type:
             # Read URLs stop working at expiry by themselves; this reclaims the space.
             cron(
                 leased(delete_expired_files),
+                name=f"{settings.REDIS_PREFIX}cron:delete_expired_files",
                 minute=set(range(0, 60, 10)),
                 unique=True,
                 run_at_startup=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from app.blocks.base import Block
 
 _PACKAGE = "app.blocks"
-_NOT_FAMILIES = {"base", "costs", "registry", "catalog"}
+_NOT_FAMILIES = {"base", "compute", "costs", "registry", "catalog"}
 
 
 @lru_cache(maxsize=1)

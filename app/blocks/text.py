@@ -17,6 +17,7 @@ from app.blocks.base import (
     BlockOutput,
     BlockRunContext,
 )
+from app.blocks.compute import compile_pattern, find_all, search
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
@@ -48,14 +49,6 @@ def _lookup(values: dict[str, Any], key: str) -> Any:
         else:
             raise BlockError(f"no value for placeholder {key!r} in values")
     return current
-
-
-def _compile(pattern: str, case_sensitive: bool, dot_all: bool) -> re.Pattern[str]:
-    flags = (0 if case_sensitive else re.IGNORECASE) | (re.DOTALL if dot_all else 0)
-    try:
-        return re.compile(pattern, flags)
-    except re.error as exc:
-        raise BlockError(f"invalid regular expression {pattern!r}: {exc}") from exc
 
 
 class TextTemplate(Block):
@@ -92,7 +85,9 @@ class MatchTextPattern(Block):
 
     class Input(_TextInput):
         text: str = Field(description="The text to search.")
-        match: str = Field(description="A regular expression (Python syntax).")
+        match: str = Field(
+            description="A regular expression (Python syntax), at most 2 s of matching."
+        )
         data: Any = Field(default=None, description="The value to pass on; the text when null.")
         case_sensitive: bool = Field(default=True, description="Whether case must match.")
         dot_all: bool = Field(default=True, description="Whether `.` also matches newlines.")
@@ -102,9 +97,10 @@ class MatchTextPattern(Block):
         negative: Any = Field(description="The data, when it does not.")
 
     async def run(self, input: Input, context: BlockRunContext):
-        pattern = _compile(input.match, input.case_sensitive, input.dot_all)
+        pattern = compile_pattern(input.match, input.case_sensitive, input.dot_all)
         data = input.text if input.data is None else input.data
-        yield ("positive" if pattern.search(input.text) else "negative"), data
+        found = await search(pattern, input.text)
+        yield ("positive" if found else "negative"), data
 
 
 class ExtractText(Block):
@@ -119,7 +115,9 @@ class ExtractText(Block):
 
     class Input(_TextInput):
         text: str = Field(description="The text to search.")
-        pattern: str = Field(description="A regular expression (Python syntax).")
+        pattern: str = Field(
+            description="A regular expression (Python syntax), at most 2 s of matching."
+        )
         group: int = Field(default=0, ge=0, description="The capture group; 0 is the match.")
         case_sensitive: bool = Field(default=True, description="Whether case must match.")
         dot_all: bool = Field(default=True, description="Whether `.` also matches newlines.")
@@ -130,15 +128,15 @@ class ExtractText(Block):
         negative: str = Field(description="The input text, when nothing matched.")
 
     async def run(self, input: Input, context: BlockRunContext):
-        pattern = _compile(input.pattern, input.case_sensitive, input.dot_all)
+        pattern = compile_pattern(input.pattern, input.case_sensitive, input.dot_all)
         if input.group > pattern.groups:
             raise BlockError(
                 f"group {input.group} does not exist: the pattern has {pattern.groups} group(s)"
             )
         if input.find_all:
-            matches = list(pattern.finditer(input.text))
+            matches = await find_all(pattern, input.text)
         else:
-            first = pattern.search(input.text)
+            first = await search(pattern, input.text)
             matches = [first] if first else []
         if not matches:
             yield "negative", input.text

@@ -27,6 +27,14 @@ def arq_health_check_key(settings: Settings) -> str:
     return f"{settings.REDIS_PREFIX}arq:health-check"
 
 
+def arq_job_id(settings: Settings, kind: str, ident: object) -> str:
+    """A job id that carries REDIS_PREFIX. arq names a job's keys from fixed
+    prefixes plus its id (`arq:job:<id>`, `arq:in-progress:<id>`, `arq:result:<id>`,
+    `arq:retry:<id>`), so with the prefix in every id two deployments sharing one
+    Redis never see (or dedupe against) each other's jobs."""
+    return f"{settings.REDIS_PREFIX}{kind}:{ident}"
+
+
 def arq_redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.REDIS_URL)
 

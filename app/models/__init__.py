@@ -3,6 +3,7 @@
 from app.models.api_keys import ApiKey, ApiKeyPermission, ApiKeyStatus
 from app.models.credits import (
     AutoTopUpConfig,
+    CreditReservation,
     CreditTransaction,
     CreditTransactionType,
     ProcessedStripeEvent,
@@ -32,6 +33,7 @@ from app.models.users import (
 __models__ = [
     ApiKey,
     AutoTopUpConfig,
+    CreditReservation,
     CreditTransaction,
     Execution,
     FeatureFlagOverride,
@@ -58,6 +60,7 @@ __all__ = [
     "ApiKeyPermission",
     "ApiKeyStatus",
     "AutoTopUpConfig",
+    "CreditReservation",
     "CreditTransaction",
     "CreditTransactionType",
     "Execution",

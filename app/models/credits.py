@@ -27,6 +27,11 @@ class UserBalance(Model):
         "models.User", related_name="balance", primary_key=True, on_delete=fields.CASCADE
     )
     balance = fields.IntField(default=0)
+    # Credits held for post-paid runs in flight (CreditReservation rows); what
+    # can be spent is balance - reserved.
+    reserved = fields.IntField(default=0)
+    # Time of the latest active transaction: every new one gets a later time, so
+    # a user's transactions never share a created_at.
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
@@ -56,6 +61,25 @@ class CreditTransaction(Model):
     class Meta:
         table = "credit_transactions"
         indexes = [("user_id", "is_active", "created_at"), ("user_id", "type", "created_at")]
+
+
+class CreditReservation(Model):
+    """Credits held while a node (or executeBlock) with an after-run cost runs: its
+    minimum, released when its real cost is charged (SEMANTICS.md §7)."""
+
+    # The key of the transaction that will charge the run's real cost.
+    key = fields.CharField(max_length=255, primary_key=True)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="credit_reservations", on_delete=fields.CASCADE
+    )
+    amount = fields.IntField()
+    # Set for node runs, so a run's leftovers are released at its end in one statement.
+    execution_id = fields.UUIDField(null=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "credit_reservations"
+        indexes = [("execution_id",), ("created_at",)]
 
 
 class RefundRequest(Model):

@@ -57,6 +57,9 @@ class Execution(Model):
         "models.Execution", related_name="children", null=True, on_delete=fields.CASCADE
     )
     parent_node_execution_id = fields.UUIDField(null=True)
+    # Bumped by each runner that takes the execution over (workers/engine/ownership.py);
+    # every write of a runner checks it still holds the number it got.
+    runner_epoch = fields.BigIntField(default=0)
 
     node_executions: fields.ReverseRelation["NodeExecution"]
 
@@ -93,4 +96,7 @@ class NodeExecution(Model):
 
     class Meta:
         table = "node_executions"
-        indexes = [("execution_id", "status"), ("execution_id", "node_id", "arrival")]
+        indexes = [("execution_id", "status")]
+        # One node execution per input arrival: even a second runner cannot run a
+        # node (and so charge it) twice for the same values.
+        unique_together = (("execution_id", "node_id", "arrival"),)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 
 from app.clients.stripe_gateway import CheckoutState, StripeGateway
 from app.errors import AppError, ErrorCode, bad_input, not_found
@@ -27,6 +28,8 @@ from app.models import (
     User,
 )
 from app.services import ledger
+from app.services.graph_validation import parse_uuid
+from app.services.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,16 +252,20 @@ async def configure_auto_top_up(
     if amount > 0:
         gw = gateway(settings)
         if await ledger.get_balance(user_id) < threshold:
-            await _charge_saved_card(gw, user_id, amount)
+            # A client repeating this call (no transaction since) reuses the key.
+            latest = await _latest_transaction_id(user_id)
+            await _charge_saved_card(gw, user_id, amount, f"auto-top-up-{user_id}-{latest}")
     await AutoTopUpConfig.update_or_create(
         defaults={"threshold": threshold, "amount": amount}, user_id=user_id
     )
     return await get_auto_top_up(user_id)
 
 
-async def run_auto_top_up(settings: Settings, user_id: uuid.UUID) -> str:
+async def run_auto_top_up(settings: Settings, user_id: uuid.UUID, cause: str | None = None) -> str:
     """The worker's side of the auto top-up hook: charge the saved card for the
-    configured amount when the balance is still below the threshold."""
+    configured amount when the balance is still below the threshold. `cause` (the
+    key of the charge that crossed the threshold) names the attempt at Stripe, so
+    a retried job never charges twice, whatever was charged in between."""
     config = await AutoTopUpConfig.get_or_none(user_id=user_id)
     if config is None or config.amount <= 0:
         return "off"
@@ -266,25 +273,30 @@ async def run_auto_top_up(settings: Settings, user_id: uuid.UUID) -> str:
         return "not needed"
     if not settings.STRIPE_SECRET_KEY:
         return "payments not configured"
-    credited = await _charge_saved_card(gateway(settings), user_id, config.amount)
+    attempt = cause if cause is not None else await _latest_transaction_id(user_id)
+    key = f"auto-top-up-{user_id}-{attempt}"
+    credited = await _charge_saved_card(gateway(settings), user_id, config.amount, key)
     return "credited" if credited else "already credited"
 
 
-async def _charge_saved_card(gw: StripeGateway, user_id: uuid.UUID, amount: int) -> bool:
-    customer = await ensure_customer(gw, user_id)
-    # Keyed by the ledger's latest row: a retried job (no new transaction since)
-    # reuses the key, so Stripe answers with the same charge instead of a new one.
-    latest = (
+async def _latest_transaction_id(user_id: uuid.UUID) -> object:
+    return (
         await CreditTransaction.filter(user_id=user_id, is_active=True)
         .order_by("-created_at", "-id")
         .first()
         .values_list("id", flat=True)
     )
+
+
+async def _charge_saved_card(
+    gw: StripeGateway, user_id: uuid.UUID, amount: int, idempotency_key: str
+) -> bool:
+    customer = await ensure_customer(gw, user_id)
     charge = await gw.charge_saved_card(
         customer=customer,
         amount=amount,
         user_id=str(user_id),
-        idempotency_key=f"auto-top-up-{user_id}-{latest}",
+        idempotency_key=idempotency_key[:255],
     )
     if not charge.succeeded:
         raise AppError(ErrorCode.PAYMENT_PROVIDER_ERROR, "The saved card needs the user's action")
@@ -311,6 +323,8 @@ async def billing_portal_url(settings: Settings, user_id: uuid.UUID) -> str:
 class HistoryPage:
     transactions: list[CreditTransaction]
     next_transaction_time: datetime | None
+    # (createdAt, id) of the last row: pages on without dropping rows that share a time.
+    next_cursor: str | None
 
 
 async def credit_history(
@@ -319,8 +333,11 @@ async def credit_history(
     before: datetime | None,
     type: CreditTransactionType | None,
     first: int,
+    after: str | None = None,
 ) -> HistoryPage:
-    """Active transactions, newest first; page on with `before`."""
+    """Active transactions, newest first. Page on with `after` (the last page's
+    `next_cursor`), or with `before` (its `next_transaction_time`): transactions
+    recorded since this change never share a time within one user's ledger."""
     if not 1 <= first <= MAX_HISTORY_PAGE:
         raise bad_input(f"first must be between 1 and {MAX_HISTORY_PAGE}")
     query = CreditTransaction.filter(user_id=user_id, is_active=True)
@@ -328,7 +345,18 @@ async def credit_history(
         query = query.filter(type=type)
     if before is not None:
         query = query.filter(created_at__lt=before)
+    if after is not None:
+        cursor = decode_cursor(after)
+        row_id = parse_uuid(cursor.row_id)
+        if row_id is None:
+            raise bad_input("Invalid cursor", field="after")
+        query = query.filter(
+            Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
+        )
     rows = await query.order_by("-created_at", "-id").limit(first + 1)
     more = len(rows) > first
     rows = rows[:first]
-    return HistoryPage(rows, rows[-1].created_at if more and rows else None)
+    if not (more and rows):
+        return HistoryPage(rows, None, None)
+    last = rows[-1]
+    return HistoryPage(rows, last.created_at, encode_cursor(last.created_at, last.id))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from arq import ArqRedis
 from tortoise.expressions import Q
 
 from app.blocks.registry import get_block
-from app.clients.redis import metrics_counter_key
+from app.clients.redis import arq_job_id, metrics_counter_key
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
@@ -29,6 +30,7 @@ from app.models import (
     NodeExecution,
 )
 from app.services import ledger, onboarding
+from app.services.execution_outputs import with_current_outputs
 from app.services.graph_validation import Validation, parse_uuid
 from app.services.graphs import get_graph, validation_error
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
@@ -120,10 +122,44 @@ async def execute_graph(
         credentials_inputs=credentials_inputs,
     )
     await publish_status(publisher, execution)
-    # The execution id is the job id: arq runs it once, and again only to resume.
-    await arq.enqueue_job(RUN_EXECUTION_JOB, str(execution.id), _job_id=str(execution.id))
+    await enqueue_run(settings, arq, execution.id)
     await onboarding.record_run(settings, user_id, graph.graph_id, source)
     return execution
+
+
+async def enqueue_run(settings: Settings, arq: ArqRedis, execution_id: uuid.UUID) -> bool:
+    """One job per execution, its id made from the execution id: arq runs it once,
+    and again only to resume. False when the job was already there."""
+    job = await arq.enqueue_job(
+        RUN_EXECUTION_JOB, str(execution_id), _job_id=arq_job_id(settings, "run", execution_id)
+    )
+    return job is not None
+
+
+# A run whose job never reached the queue (its process died, or Redis failed,
+# between storing the row and enqueueing) is still QUEUED after this long;
+# enqueueing it again is safe: the job id follows from the execution id.
+STRANDED_AFTER = timedelta(minutes=1)
+STRANDED_LOOKBACK = timedelta(days=1)
+
+
+async def requeue_stranded_runs(
+    settings: Settings, arq: ArqRedis, now: datetime, limit: int = 100
+) -> int:
+    """Enqueues runs (of any source) left QUEUED without a job; returns how many were
+    new. Sub-graph runs are left alone: their parent's job runs them."""
+    rows = (
+        await Execution.filter(
+            status=ExecutionStatus.QUEUED,
+            parent_execution_id=None,
+            created_at__lt=now - STRANDED_AFTER,
+            created_at__gte=now - STRANDED_LOOKBACK,
+        )
+        .order_by("created_at")
+        .limit(limit)
+        .values_list("id", flat=True)
+    )
+    return sum([await enqueue_run(settings, arq, execution_id) for execution_id in rows])
 
 
 def execution_snapshot(execution: Execution) -> dict[str, Any]:
@@ -184,7 +220,10 @@ async def get_execution(user_id: uuid.UUID, execution_id: str) -> Execution | No
     parsed = parse_uuid(execution_id)
     if parsed is None:
         return None
-    return await Execution.get_or_none(id=parsed, user_id=user_id, is_deleted=False)
+    execution = await Execution.get_or_none(id=parsed, user_id=user_id, is_deleted=False)
+    if execution is not None:
+        await with_current_outputs([execution])
+    return execution
 
 
 @dataclass
@@ -225,7 +264,8 @@ async def list_executions(
             Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
         )
     rows = await query.order_by("-created_at", "-id").limit(first + 1)
-    return ExecutionPage(rows[:first], await base.count(), len(rows) > first)
+    page = await with_current_outputs(rows[:first])
+    return ExecutionPage(page, await base.count(), len(rows) > first)
 
 
 def stop_requested_key(settings: Settings, execution_id: uuid.UUID) -> str:
@@ -319,6 +359,7 @@ async def shared_execution(share_token: str) -> tuple[Execution, Graph | None] |
     execution = await Execution.get_or_none(share_token=token, is_deleted=False)
     if execution is None:
         return None
+    await with_current_outputs([execution])
     graph = await Graph.get_or_none(graph_id=execution.graph_id, version=execution.graph_version)
     return execution, graph
 

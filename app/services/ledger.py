@@ -5,20 +5,31 @@ user's `user_balances` row (SELECT ... FOR UPDATE on PostgreSQL), so concurrent
 charges are serialised per user: none overspends and no update is lost. A
 transaction key is unique, so repeating an operation with the same key (a
 retried job, a replayed webhook) finds the row already there and changes
-nothing.
+nothing. Transactions run through `app.transactions.atomic`, so a cancelled
+caller (a stopped run) never leaves one open.
+
+Post-paid costs (SEMANTICS.md §7): a run with an after-run cost first reserves
+its minimum (`reserve`); what can be spent is balance - reserved. Its real cost
+is charged later with `release_reservation` set to the same key, in the same
+transaction that drops the hold. So concurrent runs can take a balance below
+zero only by what each used beyond its reserved minimum.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
-
-from tortoise.transactions import in_transaction
 
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode
-from app.models import CreditTransaction, CreditTransactionType, UserBalance
+from app.models import CreditReservation, CreditTransaction, CreditTransactionType, UserBalance
+from app.transactions import atomic
+
+# Consecutive transactions of one user are at least this far apart in created_at,
+# so paging by time never meets two with the same time.
+_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,12 @@ async def get_balance(user_id: uuid.UUID) -> int:
     return row.balance if row else 0
 
 
+async def get_available(user_id: uuid.UUID) -> int:
+    """What the user can spend now: the balance less what runs in flight hold."""
+    row = await UserBalance.get_or_none(user_id=user_id).only("balance", "reserved")
+    return row.balance - row.reserved if row else 0
+
+
 async def _locked_balance(user_id: uuid.UUID, conn) -> UserBalance:
     row = await UserBalance.select_for_update().using_db(conn).get_or_none(user_id=user_id)
     if row is None:
@@ -43,6 +60,22 @@ async def _locked_balance(user_id: uuid.UUID, conn) -> UserBalance:
     return row
 
 
+def _next_time(balance: UserBalance) -> datetime:
+    """Now, or just after the user's latest transaction if the clock has not moved on."""
+    now = utcnow()
+    latest = balance.updated_at
+    return max(now, latest + _TICK) if latest is not None else now
+
+
+async def _release(conn, user_id: uuid.UUID, key: str) -> int:
+    """Drops the hold `key` (inside the caller's locked transaction); its amount, or 0."""
+    held = await CreditReservation.filter(key=key, user_id=user_id).using_db(conn).first()
+    if held is None:
+        return 0
+    await CreditReservation.filter(key=key).using_db(conn).delete()
+    return held.amount
+
+
 async def record_transaction(
     user_id: uuid.UUID,
     amount: int,
@@ -51,29 +84,37 @@ async def record_transaction(
     *,
     active: bool = True,
     allow_negative: bool = False,
+    release_reservation: str | None = None,
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
     usage_graph_id: uuid.UUID | None = None,
     usage_execution_id: uuid.UUID | None = None,
     usage_node_count: int | None = None,
 ) -> LedgerEntry:
-    """Append one transaction; a negative amount that the balance cannot cover
-    raises INSUFFICIENT_CREDITS unless `allow_negative` (disputes, refunds)."""
-    async with in_transaction() as conn:
+    """Append one transaction; a negative amount that the available balance
+    cannot cover raises INSUFFICIENT_CREDITS unless `allow_negative` (after-run
+    costs, disputes, refunds). `release_reservation` drops that hold first."""
+
+    async def work(conn) -> LedgerEntry:
         balance = await _locked_balance(user_id, conn)
+        released = await _release(conn, user_id, release_reservation) if release_reservation else 0
+        reserved = balance.reserved - released
         existing = await CreditTransaction.filter(key=key).using_db(conn).first()
         if existing is not None:
             if existing.user_id != user_id:  # type: ignore[attr-defined]
                 raise AppError(ErrorCode.CONFLICT, "Transaction key already used")
+            if released:
+                await UserBalance.filter(user_id=user_id).using_db(conn).update(reserved=reserved)
             return LedgerEntry(existing, created=False)
         new_balance = balance.balance + amount
-        if active and amount < 0 and new_balance < 0 and not allow_negative:
+        if active and amount < 0 and new_balance - reserved < 0 and not allow_negative:
             raise AppError(
                 ErrorCode.INSUFFICIENT_CREDITS,
                 "Insufficient credits",
-                balance=balance.balance,
+                balance=balance.balance - reserved,
                 required=-amount,
             )
+        created_at = _next_time(balance) if active else utcnow()
         transaction = await CreditTransaction.create(
             id=uuid.uuid4(),
             key=key,
@@ -82,7 +123,7 @@ async def record_transaction(
             amount=amount,
             running_balance=new_balance if active else None,
             is_active=active,
-            created_at=utcnow(),
+            created_at=created_at,
             description=description,
             metadata=metadata,
             usage_graph_id=usage_graph_id,
@@ -94,9 +135,83 @@ async def record_transaction(
             await (
                 UserBalance.filter(user_id=user_id)
                 .using_db(conn)
-                .update(balance=new_balance, updated_at=utcnow())
+                .update(balance=new_balance, reserved=reserved, updated_at=created_at)
             )
+        elif released:
+            await UserBalance.filter(user_id=user_id).using_db(conn).update(reserved=reserved)
         return LedgerEntry(transaction, created=True)
+
+    return await atomic(work)
+
+
+async def reserve(
+    user_id: uuid.UUID, key: str, amount: int, execution_id: uuid.UUID | None = None
+) -> None:
+    """Hold `amount` of the available balance under `key` (the key its real
+    charge will use), or INSUFFICIENT_CREDITS. Holding the same key twice, or a
+    key already charged, holds nothing more."""
+    if amount <= 0:
+        return
+
+    async def work(conn) -> None:
+        balance = await _locked_balance(user_id, conn)
+        if await CreditReservation.filter(key=key).using_db(conn).exists():
+            return
+        if await CreditTransaction.filter(key=key).using_db(conn).exists():
+            return
+        available = balance.balance - balance.reserved
+        if available < amount:
+            raise AppError(
+                ErrorCode.INSUFFICIENT_CREDITS,
+                "Insufficient credits",
+                balance=available,
+                required=amount,
+            )
+        await CreditReservation.create(
+            key=key,
+            user_id=user_id,
+            amount=amount,
+            execution_id=execution_id,
+            created_at=utcnow(),
+            using_db=conn,
+        )
+        await (
+            UserBalance.filter(user_id=user_id)
+            .using_db(conn)
+            .update(reserved=balance.reserved + amount)
+        )
+
+    await atomic(work)
+
+
+async def release(user_id: uuid.UUID, key: str) -> int:
+    """Drop one hold without charging; returns what it held."""
+
+    async def work(conn) -> int:
+        balance = await _locked_balance(user_id, conn)
+        released = await _release(conn, user_id, key)
+        if released:
+            await (
+                UserBalance.filter(user_id=user_id)
+                .using_db(conn)
+                .update(reserved=balance.reserved - released)
+            )
+        return released
+
+    return await atomic(work)
+
+
+async def release_execution_reservations(execution_id: uuid.UUID) -> int:
+    """Drop every hold an execution still has (its end: nothing of it runs on)."""
+    held = await CreditReservation.filter(execution_id=execution_id).values_list("user_id", "key")
+    return sum([await release(user_id, key) for user_id, key in held])
+
+
+async def release_stale_reservations(older_than: datetime) -> int:
+    """Holds whose run can no longer be going on (a worker that died and never
+    came back for it); the sweep drops them."""
+    held = await CreditReservation.filter(created_at__lt=older_than).values_list("user_id", "key")
+    return sum([await release(user_id, key) for user_id, key in held])
 
 
 async def activate_transaction(
@@ -109,13 +224,14 @@ async def activate_transaction(
     if found is None or (user_id is not None and found.user_id != user_id):  # type: ignore[attr-defined]
         return None
     owner = found.user_id  # type: ignore[attr-defined]
-    async with in_transaction() as conn:
+
+    async def work(conn) -> LedgerEntry:
         balance = await _locked_balance(owner, conn)
         transaction = await CreditTransaction.filter(key=key).using_db(conn).get()
         if transaction.is_active:
             return LedgerEntry(transaction, created=False)
         new_balance = balance.balance + transaction.amount
-        now = utcnow()
+        now = _next_time(balance)
         merged = {**(transaction.metadata or {}), **(metadata or {})}
         # The activation time becomes the row's time, so the latest active
         # transaction still carries the balance.
@@ -134,3 +250,5 @@ async def activate_transaction(
         transaction.created_at = now
         transaction.metadata = merged
         return LedgerEntry(transaction, created=True)
+
+    return await atomic(work)

@@ -149,7 +149,17 @@ async def record_run(
             row.run_graph_ids = [*row.run_graph_ids, str(graph_id)]
         row.agent_runs += 1
         row.updated_at = utcnow()
-        await row.save(using_db=conn, update_fields=["run_graph_ids", "agent_runs", "updated_at"])
+        # filter().update() rather than save(): on SQLite, save() binds the UUID
+        # primary key of this one-to-one row raw and fails.
+        await (
+            UserOnboarding.filter(user_id=user_id)
+            .using_db(conn)
+            .update(
+                run_graph_ids=row.run_graph_ids,
+                agent_runs=row.agent_runs,
+                updated_at=row.updated_at,
+            )
+        )
     steps = []
     if source == GraphSource.LIBRARY:
         steps.append(OnboardingStep.MARKETPLACE_RUN_AGENT)

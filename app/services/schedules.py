@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -31,8 +31,6 @@ from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
 from app.models import (
-    Execution,
-    ExecutionStatus,
     GraphSource,
     Node,
     OnboardingStep,
@@ -41,7 +39,7 @@ from app.models import (
 )
 from app.services import executions, onboarding
 from app.services.cron_times import next_fire_time, parse_cron, schedule_zone
-from app.services.executions import RUN_EXECUTION_JOB, check_run_inputs
+from app.services.executions import check_run_inputs
 from app.services.graph_validation import parse_uuid
 from app.services.graphs import get_graph, validation_error
 from app.services.users import is_valid_timezone
@@ -288,30 +286,3 @@ async def _run_as_owner(
         firing.detail = exc.message
         return
     firing.execution_id = execution.id
-
-
-# A run whose job never reached the queue (its worker died between the commit
-# and the enqueue) is still QUEUED after this long; enqueueing it again is safe
-# because the job id is the execution id, which arq runs only once.
-STRANDED_AFTER = timedelta(minutes=1)
-STRANDED_LOOKBACK = timedelta(days=1)
-
-
-async def requeue_stranded_runs(arq: ArqRedis, now: datetime, limit: int = 100) -> int:
-    """Enqueues scheduled runs left QUEUED without a job; returns how many were new."""
-    rows = (
-        await Execution.filter(
-            status=ExecutionStatus.QUEUED,
-            source=GraphSource.SCHEDULE,
-            created_at__lt=now - STRANDED_AFTER,
-            created_at__gte=now - STRANDED_LOOKBACK,
-        )
-        .order_by("created_at")
-        .limit(limit)
-        .values_list("id", flat=True)
-    )
-    requeued = 0
-    for execution_id in rows:
-        job = await arq.enqueue_job(RUN_EXECUTION_JOB, str(execution_id), _job_id=str(execution_id))
-        requeued += job is not None
-    return requeued

@@ -52,6 +52,13 @@ class CreditTransactionPage:
     next_transaction_time: datetime | None = strawberry.field(
         description="Pass as before to get the next page; null on the last page."
     )
+    next_cursor: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Pass as after to get the next page (never drops transactions that share "
+            "a time); null on the last page."
+        ),
+    )
 
 
 @strawberry.type

@@ -1,4 +1,10 @@
-"""The arq job that runs one graph execution (its job id is the execution id)."""
+"""The arq job that runs one graph execution (one job per root execution).
+
+A job runs its execution only while it holds the execution's runner lock
+(workers/engine/ownership.py): a second copy of the job (its lease lapsed while
+the first worker stalled) waits for the lock and then finds the run ended or
+resumes it, never runs it alongside.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,12 @@ from arq import Retry
 
 from app import log_context
 from app.models import Execution, ExecutionStatus
-from app.services.executions import stop_requested_key
+from app.services.executions import descendant_ids, stop_requested_key
+from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
 from workers.engine.graph_run import GraphRun
+from workers.engine.limits import RunBudget, RunLimitReached
+from workers.engine.ownership import Fence, LostOwnership
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +36,51 @@ log = logging.getLogger(__name__)
 RUN_MAX_TRIES = 50
 RETRY_MAX_SECONDS = 30
 # How often a run checks whether stopExecution asked it to stop (§7: within 2 s).
-STOP_POLL_SECONDS = 0.5
+STOP_POLL_SECONDS = 0.25
+INTERNAL_ERROR = "Internal error: the run could not go on"
 
 
 async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
     log_context.start(execution_id=execution_id)
+    engine: EngineContext = ctx["engine"]
     try:
-        return await _run(ctx, ctx["engine"], uuid.UUID(execution_id))
+        async with engine.locks.hold(uuid.UUID(execution_id), engine.store.claim) as fence:
+            if fence is None:
+                return "missing"
+            return await _run_owned(ctx, engine, fence)
+    except LostOwnership:
+        log.warning("execution %s was taken over by another runner; stopping", execution_id)
+        return "superseded"
+
+
+async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
+    execution = await Execution.get(id=fence.root_id)
+    used = await engine.store.row_count(await descendant_ids(execution.id))
+    budget = RunBudget(engine.settings.MAX_NODE_RUNS_PER_EXECUTION, used)
+    return GraphRun(engine, execution, fence, budget=budget)
+
+
+async def _run_owned(ctx: dict[str, Any], engine: EngineContext, fence: Fence) -> str:
+    execution_id = fence.root_id
+    run: GraphRun | None = None
+    try:
+        run = await _new_run(engine, fence)
+        log_context.bind(user_id=run.execution.user_id)  # type: ignore[attr-defined]
+        return await _run(engine, run)
+    except (LostOwnership, Retry):
+        raise
+    except RunLimitReached as limit:
+        log.warning("execution %s: %s", execution_id, limit)
+        # The same run object: it knows which nodes it cancelled (they pay their seconds).
+        assert run is not None
+        await finish_even_if_cancelled(run.terminate(ExecutionStatus.FAILED, str(limit)))
+        return str(ExecutionStatus.FAILED)
     except Exception:
         job_try = ctx.get("job_try", 1)
         if job_try >= RUN_MAX_TRIES:
             log.exception("execution %s failed on its last try; it ends FAILED", execution_id)
-            execution = await Execution.get(id=uuid.UUID(execution_id))
-            await GraphRun(ctx["engine"], execution).terminate(
-                ExecutionStatus.FAILED, "Internal error: the run could not go on"
-            )
+            ending = run or await _new_run(engine, fence)
+            await ending.terminate(ExecutionStatus.FAILED, INTERNAL_ERROR)
             return str(ExecutionStatus.FAILED)
         defer = min(RETRY_MAX_SECONDS, 2 ** (job_try - 1))
         log.warning(
@@ -50,27 +89,30 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
         raise Retry(defer=defer) from None
 
 
-async def _run(ctx: dict[str, Any], engine: EngineContext, execution_id: uuid.UUID) -> str:
-    execution = await Execution.get_or_none(id=execution_id)
-    if execution is None:
-        return "missing"
-    log_context.bind(user_id=execution.user_id)  # type: ignore[attr-defined]
-    run = GraphRun(engine, execution)
+async def _run(engine: EngineContext, run: GraphRun) -> str:
+    execution = run.execution
     if await _stop_requested(engine, execution.id):
         # Stopped while no worker ran it (queued, or its worker died): end it, never resume it.
         await run.terminate()
         return "TERMINATED"
-    watch = asyncio.create_task(_cancel_when_stopped(engine, run, asyncio.current_task()))
+    task = asyncio.current_task()
+    assert task is not None
+    watch = asyncio.create_task(_cancel_when_stopped(engine, run, task))
     try:
-        log.info("running execution %s (%s)", execution_id, execution.status)
+        log.info("running execution %s (%s)", execution.id, execution.status)
         status = await run.run()
-        log.info("execution %s ended %s", execution_id, status)
+        log.info("execution %s ended %s", execution.id, status)
         return str(status)
     except asyncio.CancelledError:
+        if run.fence.lost.is_set():
+            # Our lock went with its connection: give the job back to be resumed by
+            # whoever holds the lock next (maybe this worker, reconnected).
+            task.uncancel()
+            raise Retry(defer=1) from None
         if await _stop_requested(engine, execution.id):
             # stopExecution: end the run here, as TERMINATED.
-            asyncio.current_task().uncancel()
-            await asyncio.shield(run.terminate())
+            task.uncancel()
+            await finish_even_if_cancelled(run.terminate())
             return "TERMINATED"
         raise  # the worker is shutting down: the job runs again elsewhere and resumes
     finally:
@@ -86,12 +128,17 @@ async def _stop_requested(engine: EngineContext, execution_id: uuid.UUID) -> boo
 async def _cancel_when_stopped(
     engine: EngineContext, run: GraphRun, run_task: asyncio.Task
 ) -> None:
-    """Cancels the run once stopExecution sets its flag, unless it is already
-    writing its end (cancelling that could lose its last event). A flag in Redis
-    rather than arq's abort: an abort that reaches no running job (its worker just
-    died) makes arq drop the job unstarted, which would leave the execution RUNNING."""
+    """Cancels the run once stopExecution sets its flag (unless it is already
+    writing its end: cancelling that could lose its last event), or at once when
+    its runner lock is lost. A flag in Redis rather than arq's abort: an abort that
+    reaches no running job (its worker just died) makes arq drop the job
+    unstarted, which would leave the execution RUNNING."""
     execution_id = run.execution.id
-    while not await _stop_requested(engine, execution_id):  # noqa: ASYNC110 - the flag is in Redis
-        await asyncio.sleep(STOP_POLL_SECONDS)
-    if not run.finishing:
-        run_task.cancel()
+    while not run.fence.lost.is_set():
+        if await _stop_requested(engine, execution_id):
+            if run.finishing:
+                return
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.fence.lost.wait(), STOP_POLL_SECONDS)
+    run_task.cancel()

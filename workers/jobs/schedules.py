@@ -26,8 +26,6 @@ from workers.engine.context import EngineContext
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-# Scheduled runs stranded between a commit and their enqueue are looked for this often.
-STRANDED_CHECK_SECONDS = 60.0
 # Due schedules fired at the same time by one worker (each holds its own row lock).
 FIRING_CONCURRENCY = 4
 
@@ -45,19 +43,10 @@ async def stop_scheduler(task: asyncio.Task | None) -> None:
 
 
 async def run_scheduler(engine: EngineContext) -> None:
-    loop = asyncio.get_running_loop()
-    next_stranded_check = loop.time() + STRANDED_CHECK_SECONDS
     log.info("scheduler started")
     while True:
         try:
             await fire_due_schedules(engine)
-            if loop.time() >= next_stranded_check:
-                next_stranded_check = loop.time() + STRANDED_CHECK_SECONDS
-                requeued = await schedules.requeue_stranded_runs(engine.redis, utcnow())
-                if requeued:
-                    log.warning(
-                        "re-enqueued %d scheduled run(s) that never reached the queue", requeued
-                    )
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,0 +1,78 @@
+"""The engine on SQLite (what `make dev` runs): the ORM store does what the
+PostgreSQL one does, one step per shielded transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+
+from tests.conftest import TEST_ENV
+from tests.execution_helpers import execute, wait_for_end, wait_for_node
+from tests.graph_builders import create_graph, link, node, node_ids
+from tests.harness import ROOT, ApiServer, GraphQLClient, TestUser, WorkerProcess
+
+STOP = "mutation($id: ID!) { stopExecution(id: $id) { id status } }"
+
+
+async def test_runs_and_stops_on_sqlite(tmp_path, settings):
+    env = {
+        **TEST_ENV,
+        "DATABASE_URL": f"sqlite://{tmp_path}/engine.sqlite3",
+        "REDIS_PREFIX": f"{TEST_ENV['REDIS_PREFIX']}sqlite-{uuid.uuid4().hex[:8]}:",
+    }
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    api, worker = ApiServer(env), WorkerProcess(env)
+    await api.start()
+    await worker.start()
+    gql = GraphQLClient(api.base_url)
+    try:
+        person = TestUser.fresh(settings)
+        await gql.ok("{ me { id } }", token=person.token)
+        spec = {
+            "name": "fan out",
+            "nodes": [
+                node("in", "AgentInput", name="items", type="array"),
+                node("each", "ForEach"),
+                node("keep", "StoreValue"),
+                node("out", "AgentOutput", name="o"),
+            ],
+            "links": [
+                link("in", "result", "each", "items"),
+                link("each", "item", "keep", "input"),
+                link("keep", "output", "out", "value"),
+            ],
+        }
+        graph = await create_graph(gql, person, spec)
+        run = await execute(gql, person, graph["id"], {"items": [1, 2, 3]})
+        done = await wait_for_end(gql, person, run["id"])
+        assert done["status"] == "COMPLETED", done
+        assert sorted(done["outputs"]["o"]) == [1, 2, 3]
+        assert done["stats"]["nodeCount"] == 8
+
+        waiting = {
+            "name": "waits",
+            "nodes": [node("w", "Wait", input="x", seconds=30), node("o", "AgentOutput", name="o")],
+            "links": [link("w", "output", "o", "value")],
+        }
+        graph = await create_graph(gql, person, waiting)
+        run = await execute(gql, person, graph["id"])
+        await wait_for_node(gql, person, run["id"], node_ids(waiting, graph)["w"], {"RUNNING"})
+        stopped = (await gql.ok(STOP, {"id": run["id"]}, token=person.token))["stopExecution"]
+        assert stopped["status"] == "TERMINATED"
+        done = await wait_for_end(gql, person, run["id"])
+        assert [n["status"] for n in done["nodeExecutions"]] == ["TERMINATED"]
+        assert done["stats"]["cost"] >= 1  # the stopped Wait paid for its seconds
+    finally:
+        await gql.aclose()
+        await worker.stop()
+        await api.stop()

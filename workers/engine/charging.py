@@ -1,0 +1,90 @@
+"""What a node run costs and when it is charged (SEMANTICS.md §7).
+
+Before it starts: the minimum of its after-run cost is reserved (the run starts
+only if the available balance covers it), then its RUN/BYTE cost is charged.
+After it ends (or is stopped): its after-run cost for the seconds it ran, in
+the transaction that drops the reservation; that charge may take the balance
+below zero only by what the node used beyond its reserved minimum. Charges are
+keyed by the node execution id, so a resumed or repeated run is charged once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.blocks.base import Block
+from app.blocks.costs import cost_after_run, cost_before_run
+from app.models import CreditTransactionType, Execution
+from app.services import ledger
+from workers.engine.context import EngineContext
+from workers.engine.rows import NodeRow
+
+
+def time_key(row: NodeRow) -> str:
+    return f"{row.id}:time"
+
+
+def after_run_minimum(block: Block, input_data: dict[str, Any]) -> int:
+    """An after-run cost is at least one second's worth once the node ran."""
+    return cost_after_run(block.costs, input_data, 1.0)
+
+
+class Charger:
+    def __init__(self, engine: EngineContext, execution: Execution) -> None:
+        self.engine = engine
+        self.execution = execution
+        self.user_id = execution.user_id  # type: ignore[attr-defined]
+
+    async def before(self, row: NodeRow, block: Block) -> int:
+        """Reserve, then charge up front; INSUFFICIENT_CREDITS when not covered."""
+        minimum = after_run_minimum(block, row.input_data)
+        if minimum:
+            await ledger.reserve(self.user_id, time_key(row), minimum, self.execution.id)
+        cost = cost_before_run(block.costs, row.input_data)
+        if cost == 0:
+            return 0
+        try:
+            entry = await ledger.record_transaction(
+                self.user_id,
+                -cost,
+                CreditTransactionType.USAGE,
+                str(row.id),
+                description=f"{block.name} run",
+                usage_graph_id=self.execution.graph_id,
+                usage_execution_id=self.execution.id,
+                usage_node_count=1,
+            )
+        except BaseException:
+            if minimum:
+                await ledger.release(self.user_id, time_key(row))
+            raise
+        if entry.created:
+            await self.engine.after_charge(
+                self.user_id, entry.transaction.running_balance, cost, entry.transaction.key
+            )
+        return cost
+
+    async def after(self, row: NodeRow, block: Block, seconds: float) -> int:
+        """The after-run cost of `seconds` of run time, releasing the reservation."""
+        cost = cost_after_run(block.costs, row.input_data, seconds)
+        if cost == 0:
+            if after_run_minimum(block, row.input_data):
+                await ledger.release(self.user_id, time_key(row))
+            return 0
+        # Time already spent is owed even past zero.
+        entry = await ledger.record_transaction(
+            self.user_id,
+            -cost,
+            CreditTransactionType.USAGE,
+            time_key(row),
+            allow_negative=True,
+            release_reservation=time_key(row),
+            description=f"{block.name} run time",
+            usage_graph_id=self.execution.graph_id,
+            usage_execution_id=self.execution.id,
+        )
+        if entry.created:
+            await self.engine.after_charge(
+                self.user_id, entry.transaction.running_balance, cost, entry.transaction.key
+            )
+        return -entry.transaction.amount

@@ -1,0 +1,174 @@
+"""Running one node execution: charge, mark RUNNING, run the block, classify
+what went wrong, charge its run time, record its end.
+
+A block's own failure (its error, bad input, an output the database cannot
+keep, a bug in it) fails the node at once: running it again would fail again.
+What is not the block's (the database or Redis away, a sub-graph run's engine
+failing, a run limit, a lost ownership) is raised to the job, which ends the run
+or retries and resumes it. A cancelled node (stop, shutdown) is noted with what
+it had done, for the stop to charge and keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import redis.exceptions
+from tortoise.exceptions import DBConnectionError
+
+from app.blocks.base import ERROR_PIN, Block, BlockError, BlockRunContext, InvalidBlockInput
+from app.clock import utcnow
+from app.errors import AppError, ErrorCode
+from app.models import ExecutionStatus
+from app.services.blocks import unexpected_block_error
+from app.storable import first_unstorable
+from app.transactions import finish_even_if_cancelled
+from workers.engine.limits import RunLimitReached
+from workers.engine.ownership import LostOwnership
+from workers.engine.rows import NodeRow
+from workers.engine.subgraphs import SubGraphFailure, sub_graph_runner
+
+INSUFFICIENT_CREDITS = "Insufficient credits"
+# Raised through the node to the job: none of them is the block's failure.
+_NOT_THE_BLOCKS = (RunLimitReached, LostOwnership, SubGraphFailure)
+# Our own stores failing under a block (ReadFile reads the database): retried.
+_INFRASTRUCTURE = (
+    DBConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+)
+
+
+class GraphRun(Protocol):
+    """What a node run needs from the run it belongs to (graph_run.GraphRun)."""
+
+    engine: Any
+    execution: Any
+    topology: Any
+    charger: Any
+    cancelled: dict[uuid.UUID, NodeProgress]
+    out_of_credits: bool
+    depth: int
+
+    async def mark_running(self, row: NodeRow, now: Any) -> bool: ...
+
+    async def complete(
+        self, row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int
+    ) -> None: ...
+
+    async def run_child(self, execution: Any) -> ExecutionStatus: ...
+
+
+@dataclass
+class NodeProgress:
+    """How far a node run got; what a stop charges and keeps."""
+
+    row: NodeRow
+    block: Block
+    charged: int = 0
+    started: float | None = None
+    outputs: dict[str, list[Any]] = field(default_factory=dict)
+    # Set when the run was cancelled: the seconds it had run by then.
+    stopped_after: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        if self.stopped_after is not None:
+            return self.stopped_after
+        return time.monotonic() - self.started if self.started is not None else 0.0
+
+
+async def run_node(run: GraphRun, row: NodeRow) -> None:
+    block = run.topology.blocks[row.node_id]
+    progress = NodeProgress(row, block)
+    try:
+        await _run(run, progress)
+    except asyncio.CancelledError:
+        # Stopped or shut down: the row stays as stored (RUNNING re-runs on resume);
+        # a stop charges and keeps what the progress says.
+        progress.stopped_after = progress.seconds
+        run.cancelled[row.id] = progress
+        raise
+
+
+async def _run(run: GraphRun, progress: NodeProgress) -> None:
+    row, block = progress.row, progress.block
+    try:
+        progress.charged = await run.charger.before(row, block)
+    except AppError as exc:
+        if exc.code != ErrorCode.INSUFFICIENT_CREDITS:
+            raise
+        run.out_of_credits = True
+        await finish_even_if_cancelled(
+            run.complete(row, {ERROR_PIN: [INSUFFICIENT_CREDITS]}, INSUFFICIENT_CREDITS, 0)
+        )
+        return
+    if not await finish_even_if_cancelled(run.mark_running(row, utcnow())):
+        return  # ended meanwhile (a stop): nothing to run
+    progress.started = time.monotonic()
+    error = await _run_block(run, progress)
+    outputs = progress.outputs
+    if error is None and (unstorable := first_unstorable(outputs)) is not None:
+        # e.g. a web page with U+0000: the database cannot keep it, so the node fails
+        # with a clear message instead of the run retrying forever.
+        problem, path = unstorable
+        outputs, error = {}, f"Output cannot be stored: {problem} ({path})"
+    if error is not None:
+        outputs.setdefault(ERROR_PIN, []).append(error)
+    progress.charged += await run.charger.after(row, block, progress.seconds)
+    progress.started = None  # charged: a stop now has nothing more to charge
+    await finish_even_if_cancelled(run.complete(row, outputs, error, progress.charged))
+
+
+async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
+    """Runs the block, gathering its values in `progress.outputs`; its error, if any."""
+    row, block = progress.row, progress.block
+    execution = run.execution
+    try:
+        typed = block.validate_input(row.input_data)
+        context = BlockRunContext(
+            settings=run.engine.settings,
+            user_id=execution.user_id,  # type: ignore[attr-defined]
+            graph_id=execution.graph_id,
+            execution_id=execution.id,
+            node_id=row.node_id,
+            node_execution_id=row.id,
+            run_sub_graph=sub_graph_runner(
+                execution,
+                row,
+                run.depth,
+                run.engine.settings.MAX_SUBGRAPH_DEPTH,
+                run.engine.publisher,
+                run.run_child,
+            ),
+        )
+        async for pin, value in block.run(typed, context):
+            progress.outputs.setdefault(pin, []).append(value)
+    except _NOT_THE_BLOCKS:
+        raise
+    except InvalidBlockInput as exc:
+        return f"Invalid input: {exc}"
+    except BlockError as exc:
+        return str(exc)
+    except _INFRASTRUCTURE:
+        raise
+    except Exception as exc:
+        return unexpected_block_error(block, exc)
+    return None
+
+
+def ended(row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int) -> None:
+    """Fills in a row's end (the caller holds the run's completion lock)."""
+    row.status = ExecutionStatus.FAILED if error else ExecutionStatus.COMPLETED
+    row.output_data = outputs
+    row.ended_at = utcnow()
+    row.error = error
+    row.cost = cost

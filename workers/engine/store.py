@@ -1,0 +1,231 @@
+"""What a run reads and writes, behind one interface with two dialects.
+
+`RunStore` works on any database Tortoise supports (SQLite for `make dev`),
+through the ORM inside shielded transactions; `PostgresRunStore`
+(store_postgres.py) does each step in one SQL statement, which is what
+production and the tests run. Every write carries the runner's fence
+(ownership.py) and raises LostOwnership when another runner has taken over.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app.models import Execution, ExecutionStatus, NodeExecution
+from app.transactions import atomic
+from workers.engine.ownership import Fence, LostOwnership
+from workers.engine.routing import Routed
+from workers.engine.rows import NodeRow
+
+UNFINISHED = (ExecutionStatus.INCOMPLETE, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+
+
+class UnstorableOutput(Exception):
+    """The database refused a node's outputs: retrying cannot help, the node fails."""
+
+
+@dataclass
+class ResumeState:
+    # INCOMPLETE, QUEUED and RUNNING rows, in arrival order
+    unfinished: list[NodeRow] = field(default_factory=list)
+    failed: bool = False
+    max_arrival: int = 0
+    # (node id, outputs) of finished runs of static sources, in completion order
+    static_outputs: list[tuple[uuid.UUID, dict[str, list[Any]]]] = field(default_factory=list)
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a jsonb parameter; UnstorableOutput when it cannot be JSON."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise UnstorableOutput(str(exc)) from None
+
+
+def row_record(row: NodeRow, execution_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "execution_id": execution_id,
+        "node_id": row.node_id,
+        "block_id": row.block_id,
+        "status": row.status,
+        "input_data": row.input_data,
+        "output_data": {},
+        "arrival": row.arrival,
+        "queued_at": row.queued_at,
+    }
+
+
+class RunStore:
+    """The dialect-neutral store (ORM, one shielded transaction per step)."""
+
+    async def _check(self, conn: Any, fence: Fence) -> None:
+        owned = Execution.filter(id=fence.root_id, runner_epoch=fence.epoch).using_db(conn)
+        if not await owned.exists():
+            raise LostOwnership(str(fence.root_id))
+
+    async def claim(self, execution_id: uuid.UUID) -> int | None:
+        async def work(conn: Any) -> int | None:
+            row = await Execution.filter(id=execution_id).using_db(conn).first()
+            if row is None:
+                return None
+            epoch = row.runner_epoch + 1
+            await Execution.filter(id=execution_id).using_db(conn).update(runner_epoch=epoch)
+            return epoch
+
+        return await atomic(work)
+
+    async def start(
+        self, fence: Fence, execution_id: uuid.UUID, now: datetime, seeds: list[NodeRow]
+    ) -> bool:
+        async def work(conn: Any) -> bool:
+            await self._check(conn, fence)
+            moved = (
+                await Execution.filter(id=execution_id, status=ExecutionStatus.QUEUED)
+                .using_db(conn)
+                .update(status=ExecutionStatus.RUNNING, started_at=now)
+            )
+            if moved:
+                await NodeExecution.bulk_create(
+                    [NodeExecution(**row_record(r, execution_id)) for r in seeds], using_db=conn
+                )
+            return bool(moved)
+
+        return await atomic(work)
+
+    async def resume_state(
+        self, execution_id: uuid.UUID, static_sources: set[uuid.UUID]
+    ) -> ResumeState:
+        state = ResumeState()
+        rows = (
+            await NodeExecution.filter(execution_id=execution_id)
+            .order_by("arrival")
+            .values("id", "node_id", "block_id", "status", "input_data", "arrival")
+        )
+        for row in rows:
+            state.max_arrival = max(state.max_arrival, row["arrival"])
+            if row["status"] == ExecutionStatus.FAILED:
+                state.failed = True
+            if row["status"] in UNFINISHED:
+                state.unfinished.append(
+                    NodeRow(**{**row, "status": ExecutionStatus(row["status"])})
+                )
+        if static_sources:
+            finished = (
+                await NodeExecution.filter(
+                    execution_id=execution_id,
+                    node_id__in=list(static_sources),
+                    status__in=[ExecutionStatus.COMPLETED, ExecutionStatus.FAILED],
+                )
+                .order_by("ended_at", "arrival")
+                .values_list("node_id", "output_data")
+            )
+            state.static_outputs = [(node_id, outputs or {}) for node_id, outputs in finished]
+        return state
+
+    async def mark_running(self, fence: Fence, row_id: uuid.UUID, now: datetime) -> bool:
+        async def work(conn: Any) -> bool:
+            await self._check(conn, fence)
+            return bool(
+                await NodeExecution.filter(id=row_id, status__in=list(UNFINISHED[1:]))
+                .using_db(conn)
+                .update(status=ExecutionStatus.RUNNING, started_at=now)
+            )
+
+        return await atomic(work)
+
+    async def complete(self, fence: Fence, execution_id: uuid.UUID, row: NodeRow, routed: Routed):
+        """The node's end, the rows its values created and the rows they changed."""
+        dumps(row.output_data)
+
+        async def work(conn: Any) -> None:
+            await self._check(conn, fence)
+            await (
+                NodeExecution.filter(id=row.id)
+                .using_db(conn)
+                .update(
+                    status=row.status,
+                    output_data=row.output_data,
+                    ended_at=row.ended_at,
+                    error=row.error,
+                    cost=row.cost,
+                )
+            )
+            if routed.created:
+                records = [NodeExecution(**row_record(r, execution_id)) for r in routed.created]
+                await NodeExecution.bulk_create(records, using_db=conn)
+            for changed in routed.updated.values():
+                await (
+                    NodeExecution.filter(id=changed.id)
+                    .using_db(conn)
+                    .update(
+                        input_data=changed.input_data,
+                        status=changed.status,
+                        queued_at=changed.queued_at,
+                    )
+                )
+
+        await atomic(work)
+
+    async def end_unfinished(
+        self,
+        fence: Fence,
+        execution_id: uuid.UUID,
+        statuses: tuple[ExecutionStatus, ...],
+        now: datetime,
+        partial: dict[uuid.UUID, tuple[dict[str, list[Any]], int]],
+    ) -> list[tuple[bytes, bool]]:
+        """Every row of the execution in `statuses` ends TERMINATED (a cancelled
+        one keeps what it had yielded and what it was charged); returns their
+        snapshots (JSON) and whether each had been queued to run, in arrival order."""
+
+        async def work(conn: Any) -> list[tuple[bytes, bool]]:
+            await self._check(conn, fence)
+            query = NodeExecution.filter(execution_id=execution_id, status__in=list(statuses))
+            rows = await query.using_db(conn).order_by("arrival")
+            await query.using_db(conn).update(status=ExecutionStatus.TERMINATED, ended_at=now)
+            snapshots = []
+            for row in rows:
+                if row.id in partial:
+                    row.output_data, row.cost = partial[row.id]
+                    await (
+                        NodeExecution.filter(id=row.id)
+                        .using_db(conn)
+                        .update(output_data=row.output_data, cost=row.cost)
+                    )
+                row.status, row.ended_at = ExecutionStatus.TERMINATED, now
+                was_run = row.queued_at is not None
+                snapshots.append((orjson.dumps(_snapshot(row), default=str), was_run))
+            return snapshots
+
+        return await atomic(work)
+
+    async def finish(self, fence: Fence, execution_id: uuid.UUID, changes: dict[str, Any]) -> None:
+        async def work(conn: Any) -> None:
+            await self._check(conn, fence)
+            await Execution.filter(id=execution_id).using_db(conn).update(**changes)
+
+        await atomic(work)
+
+    async def first_error(self, execution_id: uuid.UUID) -> str | None:
+        first = (
+            await NodeExecution.filter(execution_id=execution_id, status=ExecutionStatus.FAILED)
+            .order_by("ended_at")
+            .first()
+            .values_list("error", flat=True)
+        )
+        return first
+
+    async def row_count(self, execution_ids: list[uuid.UUID]) -> int:
+        return await NodeExecution.filter(execution_id__in=execution_ids).count()
+
+
+def _snapshot(row: NodeExecution) -> dict[str, Any]:
+    from app.services.executions import node_execution_snapshot
+
+    return node_execution_snapshot(row)

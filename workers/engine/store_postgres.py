@@ -1,0 +1,277 @@
+"""The run's reads and writes on PostgreSQL: one statement per step.
+
+Each write opens with the fence: `owner` takes a KEY SHARE lock on the root
+execution's row only while it still holds the runner's epoch. A runner taking
+the execution over locks that row FOR UPDATE to bump the epoch, so it waits for
+every fenced statement in flight, and every later one of the old runner finds no
+`owner` and writes nothing. Single statements need no transaction, so a
+cancelled caller cannot leave one open; values travel as one JSON parameter
+(never one argument per row, so no size of run meets asyncpg's 32,767 limit).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from tortoise import connections
+
+from app.models import ExecutionStatus
+from workers.engine.ownership import Fence, LostOwnership
+from workers.engine.routing import Routed
+from workers.engine.rows import NodeRow
+from workers.engine.store import (
+    UNFINISHED,
+    ResumeState,
+    RunStore,
+    UnstorableOutput,
+    dumps,
+)
+
+_OWNER = "owner AS (SELECT 1 FROM executions WHERE id = $1 AND runner_epoch = $2 FOR KEY SHARE)"
+_OWNED = "EXISTS (SELECT 1 FROM owner)"
+_ROWS = (
+    "jsonb_to_recordset({param}::jsonb) AS r(id uuid, node_id uuid, block_id uuid, "
+    "status text, input_data jsonb, arrival bigint, queued_at timestamptz)"
+)
+_INSERT = (
+    "INSERT INTO node_executions (id, execution_id, node_id, block_id, status, input_data, "
+    "output_data, arrival, queued_at, cost) SELECT r.id, {execution}, r.node_id, r.block_id, "
+    "r.status, r.input_data, '{{}}'::jsonb, r.arrival, r.queued_at, 0 FROM " + _ROWS
+)
+_SNAPSHOT = (
+    "json_build_object('id', n.id, 'nodeId', n.node_id, 'blockId', n.block_id, "
+    "'status', n.status, 'inputData', n.input_data, 'outputData', n.output_data, "
+    "'queuedAt', n.queued_at, 'startedAt', n.started_at, 'endedAt', n.ended_at, "
+    "'error', n.error)::text"
+)
+
+
+def _rows_json(rows: list[NodeRow]) -> str:
+    return dumps(
+        [
+            {
+                "id": r.id,
+                "node_id": r.node_id,
+                "block_id": r.block_id,
+                "status": r.status,
+                "input_data": r.input_data,
+                "arrival": r.arrival,
+                "queued_at": r.queued_at,
+            }
+            for r in rows
+        ]
+    )
+
+
+async def _fetchrow(sql: str, *args: Any) -> Any:
+    async with connections.get("default").acquire_connection() as conn:
+        return await conn.fetchrow(sql, *args)
+
+
+async def _fetch(sql: str, *args: Any) -> list[Any]:
+    async with connections.get("default").acquire_connection() as conn:
+        return await conn.fetch(sql, *args)
+
+
+def _owned_or_lost(owned: int, fence: Fence) -> None:
+    if not owned:
+        raise LostOwnership(str(fence.root_id))
+
+
+class PostgresRunStore(RunStore):
+    async def claim(self, execution_id: uuid.UUID) -> int | None:
+        row = await _fetchrow(
+            "UPDATE executions SET runner_epoch = runner_epoch + 1 WHERE id = "
+            "(SELECT id FROM executions WHERE id = $1 FOR UPDATE) RETURNING runner_epoch",
+            execution_id,
+        )
+        return row["runner_epoch"] if row else None
+
+    async def start(
+        self, fence: Fence, execution_id: uuid.UUID, now: datetime, seeds: list[NodeRow]
+    ) -> bool:
+        row = await _fetchrow(
+            f"WITH {_OWNER}, moved AS (UPDATE executions SET status = 'RUNNING', started_at = $4 "
+            f"WHERE id = $3 AND status = 'QUEUED' AND {_OWNED} RETURNING id), "
+            f"seeded AS ({_INSERT.format(execution='$3', param='$5')} "
+            "WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1) "
+            "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
+            fence.root_id,
+            fence.epoch,
+            execution_id,
+            now,
+            _rows_json(seeds),
+        )
+        _owned_or_lost(row["owned"], fence)
+        return bool(row["moved"])
+
+    async def resume_state(
+        self, execution_id: uuid.UUID, static_sources: set[uuid.UUID]
+    ) -> ResumeState:
+        state = ResumeState()
+        for row in await _fetch(
+            "SELECT id, node_id, block_id, status, input_data, arrival FROM node_executions "
+            "WHERE execution_id = $1 AND status = ANY($2::text[]) ORDER BY arrival",
+            execution_id,
+            [str(s) for s in UNFINISHED],
+        ):
+            state.unfinished.append(
+                NodeRow(
+                    id=row["id"],
+                    node_id=row["node_id"],
+                    block_id=row["block_id"],
+                    status=ExecutionStatus(row["status"]),
+                    input_data=orjson.loads(row["input_data"]),
+                    arrival=row["arrival"],
+                )
+            )
+        summary = await _fetchrow(
+            "SELECT coalesce(max(arrival), 0) AS arrival, "
+            "count(*) FILTER (WHERE status = 'FAILED') AS failed "
+            "FROM node_executions WHERE execution_id = $1",
+            execution_id,
+        )
+        state.max_arrival, state.failed = summary["arrival"], summary["failed"] > 0
+        if static_sources:
+            state.static_outputs = [
+                (row["node_id"], orjson.loads(row["output_data"]))
+                for row in await _fetch(
+                    "SELECT node_id, output_data FROM node_executions WHERE execution_id = $1 "
+                    "AND node_id = ANY($2::uuid[]) AND status IN ('COMPLETED', 'FAILED') "
+                    "ORDER BY ended_at, arrival",
+                    execution_id,
+                    list(static_sources),
+                )
+            ]
+        return state
+
+    async def mark_running(self, fence: Fence, row_id: uuid.UUID, now: datetime) -> bool:
+        row = await _fetchrow(
+            f"WITH {_OWNER}, moved AS (UPDATE node_executions SET status = 'RUNNING', "
+            "started_at = $4 WHERE id = $3 AND status IN ('QUEUED', 'RUNNING') "
+            f"AND {_OWNED} RETURNING 1) "
+            "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
+            fence.root_id,
+            fence.epoch,
+            row_id,
+            now,
+        )
+        _owned_or_lost(row["owned"], fence)
+        return bool(row["moved"])
+
+    async def complete(self, fence: Fence, execution_id: uuid.UUID, row: NodeRow, routed: Routed):
+        parts = [
+            _OWNER,
+            "done AS (UPDATE node_executions SET status = $4, output_data = $5::jsonb, "
+            f"ended_at = $6, error = $7, cost = $8 WHERE id = $3 AND {_OWNED} RETURNING 1)",
+        ]
+        args: list[Any] = [
+            fence.root_id,
+            fence.epoch,
+            row.id,
+            str(row.status),
+            dumps(row.output_data),
+            row.ended_at,
+            row.error,
+            row.cost,
+        ]
+        if routed.created:
+            args += [execution_id, _rows_json(routed.created)]
+            insert = _INSERT.format(execution=f"${len(args) - 1}", param=f"${len(args)}")
+            parts.append(f"created AS ({insert} WHERE {_OWNED} RETURNING 1)")
+        if routed.updated:
+            args.append(_rows_json(list(routed.updated.values())))
+            rows = _ROWS.format(param=f"${len(args)}")
+            parts.append(
+                "changed AS (UPDATE node_executions n SET input_data = r.input_data, "
+                f"status = r.status, queued_at = r.queued_at FROM {rows} "
+                f"WHERE n.id = r.id AND {_OWNED} RETURNING 1)"
+            )
+        sql = "WITH " + ", ".join(parts) + " SELECT (SELECT count(*) FROM owner) AS owned"
+        try:
+            result = await _fetchrow(sql, *args)
+        except asyncpg.exceptions.DataError as exc:
+            # e.g. text PostgreSQL cannot hold: the same values would fail again.
+            raise UnstorableOutput(str(exc)) from None
+        _owned_or_lost(result["owned"], fence)
+
+    async def end_unfinished(
+        self,
+        fence: Fence,
+        execution_id: uuid.UUID,
+        statuses: tuple[ExecutionStatus, ...],
+        now: datetime,
+        partial: dict[uuid.UUID, tuple[dict[str, list[Any]], int]],
+    ) -> list[tuple[bytes, bool]]:
+        kept = dumps(
+            [
+                {"id": row_id, "output_data": outputs, "cost": cost}
+                for row_id, (outputs, cost) in partial.items()
+            ]
+        )
+        # The few rows a stop cancelled keep what they yielded and were charged; the
+        # rest end by execution id in the same statement (disjoint rows).
+        rows = await _fetch(
+            f"WITH {_OWNER}, kept AS (SELECT * FROM jsonb_to_recordset($6::jsonb) "
+            "AS k(id uuid, output_data jsonb, cost int)), "
+            "stopped AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4, "
+            "output_data = k.output_data, cost = k.cost FROM kept k "
+            "WHERE n.id = k.id AND n.execution_id = $3 AND n.status = ANY($5::text[]) "
+            f"AND {_OWNED} "
+            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot), "
+            "rest AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4 "
+            "WHERE n.execution_id = $3 AND n.status = ANY($5::text[]) "
+            f"AND n.id NOT IN (SELECT id FROM kept) AND {_OWNED} "
+            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot) "
+            "SELECT * FROM stopped UNION ALL SELECT * FROM rest",
+            fence.root_id,
+            fence.epoch,
+            execution_id,
+            now,
+            [str(s) for s in statuses],
+            kept,
+        )
+        if not rows:
+            owned = await _fetchrow(
+                "SELECT count(*) AS owned FROM executions WHERE id = $1 AND runner_epoch = $2",
+                fence.root_id,
+                fence.epoch,
+            )
+            _owned_or_lost(owned["owned"], fence)
+        return [
+            (row["snapshot"].encode(), row["was_run"])
+            for row in sorted(rows, key=lambda r: r["arrival"])
+        ]
+
+    async def finish(self, fence: Fence, execution_id: uuid.UUID, changes: dict[str, Any]) -> None:
+        columns, args = [], [fence.root_id, fence.epoch, execution_id]
+        for name, value in changes.items():
+            args.append(dumps(value) if name in ("stats", "outputs") else value)
+            cast = "::jsonb" if name in ("stats", "outputs") else ""
+            columns.append(f"{name} = ${len(args)}{cast}")
+        row = await _fetchrow(
+            f"WITH {_OWNER}, done AS (UPDATE executions SET {', '.join(columns)} "
+            f"WHERE id = $3 AND {_OWNED} RETURNING 1) "
+            "SELECT (SELECT count(*) FROM owner) AS owned",
+            *args,
+        )
+        _owned_or_lost(row["owned"], fence)
+
+    async def first_error(self, execution_id: uuid.UUID) -> str | None:
+        row = await _fetchrow(
+            "SELECT error FROM node_executions WHERE execution_id = $1 AND status = 'FAILED' "
+            "ORDER BY ended_at LIMIT 1",
+            execution_id,
+        )
+        return row["error"] if row else None
+
+    async def row_count(self, execution_ids: list[uuid.UUID]) -> int:
+        row = await _fetchrow(
+            "SELECT count(*) AS n FROM node_executions WHERE execution_id = ANY($1::uuid[])",
+            execution_ids,
+        )
+        return row["n"]
