@@ -38,22 +38,26 @@ from graphql import (
 
 from app.errors import AppError, ErrorCode
 
-# One token per match; whitespace, commas and comments before it are skipped.
-# Unterminated strings swallow the rest of their line (or, for block strings,
-# of the text) so that a failed match is never retried from every later quote,
-# which would make hostile quoting quadratic.
+# One token per match (group 1); whitespace, commas and comments before it are
+# skipped. Unterminated strings match no group: they swallow the rest of their
+# line (block strings, of the text) so that a failed match is never retried
+# from every later quote, which would make hostile quoting quadratic. A
+# comment at the very end, and the end itself, match the empty group 2.
 _TOKEN = re.compile(
     r"""(?:[ \t\n\r,\ufeff]|\#[^\n\r]*)*+
-    (
-        \"\"\"(?:\\\"\"\"|[^"\\]|\\|"(?!""))*+\"\"\"   # block string
+    (?:
+        (
+            \"\"\"(?:\\\"\"\"|[^"\\]|\\|"(?!""))*+\"\"\"   # block string
+          | "(?:[^"\\\n\r]|\\.)*+"                         # string
+          | \.\.\.
+          | [!$&():=@\[\]{|}]
+          | [_A-Za-z][_0-9A-Za-z]*
+          | -?[0-9][0-9A-Za-z_.+-]*
+          | [^ \t\n\r,\ufeff"]
+        )
       | \"\"\"[\s\S]*                                 # unterminated block string
-      | "(?:[^"\\\n\r]|\\.)*+"                         # string
       | "[^\n\r]*                                      # unterminated string
-      | \.\.\.
-      | [!$&():=@\[\]{|}]
-      | [_A-Za-z][_0-9A-Za-z]*
-      | -?[0-9][0-9A-Za-z_.+-]*
-      | [^ \t\n\r,\ufeff]
+      | (\Z)
     )""",
     re.VERBOSE,
 )
@@ -135,9 +139,15 @@ def _is_name(token: str) -> bool:
 def read_outline(text: str, limits: SetLimits) -> Outline | None:
     """The outline of `text`, None when the reader is unsure of it. Raises
     QueryTooComplex for too many tokens or a selection set over its limits."""
-    tokens = [m.group(1) for m in islice(_TOKEN.finditer(text), limits.max_tokens + 1)]
+    matches = list(islice(_TOKEN.finditer(text), limits.max_tokens + 3))
+    tokens = [m.group(1) for m in matches]
+    while matches and matches[-1].group(2) is not None:
+        matches.pop()  # the end of the text (after a comment, or empty)
+        tokens.pop()
     if len(tokens) > limits.max_tokens:
         raise too_many_tokens(limits.max_tokens)
+    if None in tokens:
+        return None  # an unterminated string: graphql-core says where
     return _Reader(tokens, limits).outline()
 
 
