@@ -33,11 +33,15 @@ from graphql import (
 )
 
 from app.errors import bad_input
-from app.storable import BAD_NUMBER, NUL, NUL_TEXT, first_unstorable, int_fits
+from app.storable import BAD_NUMBER, NUL, NUL_TEXT, first_unstorable, int_fits, text_problem
 
 
 def variables_error(variables: dict[str, Any]) -> GraphQLError | None:
     for name, value in variables.items():
+        problem = text_problem(str(name))
+        if problem:  # not quoted back: the answer could not carry it
+            refusal = bad_input(f"{problem}: a variable's name")
+            return GraphQLError(refusal.message, original_error=refusal)
         found = first_unstorable(value, f"${name}")
         if found is not None:
             problem, path = found
