@@ -16,13 +16,17 @@ addresses count by their /64 network, which one client usually holds whole.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 # Addresses remembered as over their limit; a flood of distinct ones only evicts.
@@ -54,6 +58,7 @@ class AnonymousRateLimit:
         self.settings = settings
         self.limit = settings.ANONYMOUS_RATE_LIMIT_PER_MINUTE
         self._blocked: dict[str, float] = {}
+        self._warned_at = 0.0
 
     async def retry_after(self, redis: Redis, address: str) -> int | None:
         """None when this request may go on, else the seconds until it may."""
@@ -69,7 +74,15 @@ class AnonymousRateLimit:
         pipe = redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, WINDOW_SECONDS * 2)
-        used, _ = await pipe.execute()
+        try:
+            used, _ = await pipe.execute()
+        except RedisError:
+            # Without Redis nothing can be counted; the request goes on rather
+            # than every anonymous caller being refused (/health reports Redis).
+            if now - self._warned_at > WINDOW_SECONDS:
+                self._warned_at = now
+                log.warning("anonymous rate limit not applied: Redis unavailable")
+            return None
         if used <= self.limit:
             return None
         if len(self._blocked) >= _BLOCKED_KEPT:

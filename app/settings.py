@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     MAX_FIELDS_PER_SELECTION_SET: int = Field(default=100, ge=1)
     MAX_REPEATED_FIELDS: int = Field(default=20, ge=1)
     MAX_FIELDS: int = Field(default=1000, ge=1)
-    MAX_QUERY_NODES: int = Field(default=500_000, ge=1)
+    MAX_QUERY_NODES: int = Field(default=1_000_000, ge=1)
     MAX_RESPONSE_BYTES: int = Field(default=10_000_000, ge=1)
     MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
     # Per client address, for requests without valid credentials (and
