@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from app import log_context
 from app.auth import Credentials, authenticate, unauthenticated
+from app.errors import AppError
 from app.principal import Principal
 from app.runtime import AppServices
 from app.services.users import ensure_user
@@ -32,6 +34,8 @@ class Context:
     websocket_slot: uuid.UUID | None = None
     _principal: Principal | None = None
     _resolved: bool = False
+    # Why the credentials were refused, once they were (asked again, it is raised again).
+    _refused: AppError | None = None
 
     @property
     def settings(self):
@@ -39,12 +43,37 @@ class Context:
 
     async def optional_principal(self) -> Principal | None:
         """The caller, None when no credentials were sent; raises on bad ones."""
+        if self._refused is not None:
+            raise self._refused
         if not self._resolved:
-            self._principal = await authenticate(self.settings, self.credentials)
-            self._resolved = True
-            if self._principal is not None:
-                log_context.bind(user_id=self._principal.user_id)
+            try:
+                principal = await authenticate(self.settings, self.credentials)
+            except AppError as refused:
+                self._refused = refused
+                raise
+            self.set_principal(principal)
         return self._principal
+
+    def set_refused(self, refused: AppError) -> None:
+        self._refused = refused
+
+    async def credentials_still_valid(self) -> bool:
+        """For long-lived connections: whether the credentials they signed in
+        with still hold (the key is active, the token has not expired). A key's
+        new permissions take effect here too."""
+        principal = self._principal
+        if principal is None or self._refused is not None:
+            return False
+        if not principal.via_api_key:
+            return principal.expires_at is None or principal.expires_at > time.time()
+        try:
+            current = await authenticate(self.settings, self.credentials)
+        except AppError:
+            return False
+        if current is None or current.api_key_id != principal.api_key_id:
+            return False
+        self._principal = current
+        return True
 
     async def principal(self) -> Principal:
         principal = await self.optional_principal()
@@ -59,6 +88,7 @@ class Context:
     def set_principal(self, principal: Principal | None) -> None:
         self._principal = principal
         self._resolved = True
+        self._refused = None
         if principal is not None:
             log_context.bind(user_id=principal.user_id)
 

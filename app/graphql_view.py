@@ -1,25 +1,31 @@
-"""strawberry's ASGI view with our context, websocket sign-in and limits, and
-offline GraphiQL."""
+"""strawberry's ASGI view with our context, websocket sign-in and limits, the
+anonymous rate limit, and offline GraphiQL."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET
 
-from app.auth import authenticate, credentials_from
+from app.anonymous_limit import AnonymousRateLimit, client_address
+from app.auth import Credentials, authenticate, credentials_from, unauthenticated
 from app.context import Context
-from app.errors import AppError
+from app.errors import AppError, ErrorCode
 from app.metrics import GRAPHQL_REQUESTS
+from app.principal import Principal
 from app.settings import Settings
+from app.websocket_auth import CredentialWatch
 from app.websocket_limits import (
     ConnectionSlots,
     LimitedLegacyWSHandler,
@@ -45,18 +51,77 @@ class GraphQLView(GraphQL):
             graphql_ide="graphiql" if settings.GRAPHQL_EXPLORER else None,
             allowed_origins=settings.ALLOWED_ORIGINS,
             max_subscriptions_per_connection=settings.MAX_OPERATIONS_PER_WEBSOCKET,
+            connection_init_wait_timeout=timedelta(seconds=settings.WEBSOCKET_INIT_TIMEOUT_SECONDS),
             **kwargs,
         )
+        self.settings = settings
         self.connection_slots = ConnectionSlots(settings.MAX_WEBSOCKETS_PER_USER)
+        self.credential_watch = CredentialWatch()
+        self.anonymous_limit = AnonymousRateLimit(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not await self._admit(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _admit(self, scope: Scope, send: Send) -> bool:
+        """Sign the request in before anything reads its body; one that proves
+        no one counts against its address's anonymous limit. False when it was
+        refused (and answered)."""
+        credentials = credentials_from(Headers(scope=scope))
+        principal: Principal | None = None
+        refused: AppError | None = None
+        if credentials.present:
+            try:
+                principal = await authenticate(self.settings, credentials)
+            except AppError as error:
+                refused = error
+        scope.setdefault("state", {})["agentgraph.sign_in"] = (credentials, principal, refused)
+        if principal is not None:
+            return True
+        redis = scope["app"].state.services.redis
+        wait = await self.anonymous_limit.retry_after(redis, client_address(scope, self.settings))
+        if wait is None:
+            return True
+        if scope["type"] == "websocket":
+            # Closed before the handshake completes: the client sees 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "Rate limited"})
+            return False
+        message = f"Too many requests without sign-in; try again in {wait} s"
+        response = JSONResponse(
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "message": message,
+                        "extensions": {
+                            "code": ErrorCode.RATE_LIMITED.value,
+                            "retryAfterSeconds": wait,
+                        },
+                    }
+                ],
+            },
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+        await response(scope, _no_body, send)
+        return False
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        credentials, principal, refused = request.scope.get("state", {}).get(
+            "agentgraph.sign_in", (Credentials(), None, None)
+        )
         context = Context(
             request=request,
             response=response,
             services=request.app.state.services,
-            credentials=credentials_from(request.headers),
+            credentials=credentials,
             loaders=Loaders(),
         )
+        if principal is not None:
+            context.set_principal(principal)
+        elif refused is not None:
+            context.set_refused(refused)
         request.state.graphql_context = context
         return context
 
@@ -77,10 +142,13 @@ class GraphQLView(GraphQL):
             context.credentials = params
         try:
             principal = await authenticate(context.settings, context.credentials)
+            if principal is None:
+                # No operation needs anonymity, so a socket must sign in.
+                raise unauthenticated("Sign in with connection_init")
             context.set_principal(principal)
         except AppError as exc:
             raise ConnectionRejectionError({"code": exc.code.value}) from exc
-        if principal is not None and context.websocket_slot is None:
+        if context.websocket_slot is None:
             self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
             context.websocket_slot = principal.user_id
 
@@ -102,3 +170,10 @@ class GraphQLView(GraphQL):
     async def process_result(self, request: Request, result: Any) -> Any:
         GRAPHQL_REQUESTS.labels(operation_type="http").inc()
         return await super().process_result(request, result)
+
+    async def aclose(self) -> None:
+        await self.credential_watch.aclose()
+
+
+async def _no_body() -> dict:
+    return {"type": "http.disconnect"}

@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await view.aclose()
             await app.state.services.aclose()
             await Tortoise.close_connections()
 

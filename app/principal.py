@@ -16,6 +16,8 @@ class Principal:
     # Set when the caller used an API key; its permissions bound what it may do.
     api_key_id: uuid.UUID | None = None
     permissions: frozenset[ApiKeyPermission] = field(default_factory=frozenset)
+    # A JWT's `exp` (Unix time); open websockets are closed once it passes.
+    expires_at: float | None = None
 
     @property
     def via_api_key(self) -> bool:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     AZURE_STORAGE_CONNECTION_STRING: str | None = None
     AZURE_STORAGE_CONTAINER: str = "agentgraph-uploads"
     UPLOAD_MAX_MB: int = Field(default=100, ge=1)
+    # Per user: bytes received by POST /api/files per UTC day, and uploads a minute.
+    UPLOAD_QUOTA_MB_PER_DAY: int = Field(default=1000, ge=1)
+    UPLOAD_RATE_LIMIT_PER_MINUTE: int = Field(default=20, ge=1)
     CLAMD_ADDRESS: str | None = None
 
     STARTING_CREDITS: int = Field(default=0, ge=0)
@@ -82,11 +85,27 @@ class Settings(BaseSettings):
     MAX_ALIASES: int = 30
     MAX_TOKENS: int = 5000
     MAX_BODY_BYTES: int = 1_000_000
+    # Checked on the query text before it is parsed (schema/document_measures.py).
+    MAX_FIELDS_PER_SELECTION_SET: int = Field(default=100, ge=1)
+    MAX_REPEATED_FIELDS: int = Field(default=20, ge=1)
+    MAX_FIELDS: int = Field(default=1000, ge=1)
+    MAX_QUERY_NODES: int = Field(default=1_000_000, ge=1)
+    MAX_RESPONSE_BYTES: int = Field(default=10_000_000, ge=1)
     MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
     # Bounded runs (SEMANTICS.md §7): how deep sub-graph runs nest below their root,
     # and how many node executions one run (its sub-graph runs included) may make.
     MAX_SUBGRAPH_DEPTH: int = Field(default=10, ge=0)
     MAX_NODE_RUNS_PER_EXECUTION: int = Field(default=100_000, ge=1)
+    # Per client address, for requests without valid credentials (and
+    # websocket handshakes without them), shared by all API processes.
+    ANONYMOUS_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)
+    # Unset: the client address is the TCP peer. Behind a proxy, the header it
+    # sets (X-Forwarded-For: its last address is used; X-Real-IP, ...).
+    CLIENT_IP_HEADER: str | None = None
+    # A websocket must send connection_init (with credentials) within this.
+    WEBSOCKET_INIT_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+    # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`.
+    METRICS_TOKEN: str | None = None
     # Workers fire due schedules unless this is false.
     SCHEDULER_ENABLED: bool = True
     # Per API process; a browser tab needs one or two.

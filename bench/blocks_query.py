@@ -37,7 +37,7 @@ async def main() -> None:
                 assert len(response.json()["data"]["blocks"]) == count
 
             async def typename():
-                await client.post("/graphql", json={"query": "{ __typename }"})
+                await client.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
 
             api = await timed(blocks, RUNS)
             floor = await timed(typename, RUNS)

@@ -6,9 +6,11 @@ from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField
 
 from app.context import Info
-from app.models import OnboardingStep, UserOnboarding
+from app.errors import AppError, ErrorCode
+from app.models import ApiKeyPermission, OnboardingStep, UserOnboarding
 from app.services import executions, onboarding
 from schema.permissions import CanExecuteGraph, CanReadExecution, SignedInUser
 from schema.types.executions import (
@@ -83,6 +85,20 @@ class ExecutionQueries:
         )
 
 
+# What a run took in and gave out: READ_EXECUTION reads these, not EXECUTE_GRAPH.
+RUN_DATA_FIELDS = frozenset({"inputs", "outputs", "nodeExecutions", "stats"})
+
+
+def _selects_run_data(selections: list) -> bool:
+    """Whether the selection (fragments included) asks for any RUN_DATA_FIELDS."""
+    for selection in selections:
+        if isinstance(selection, SelectedField) and selection.name in RUN_DATA_FIELDS:
+            return True
+        if _selects_run_data(selection.selections):
+            return True
+    return False
+
+
 @strawberry.type
 class ExecutionMutations:
     @strawberry.mutation(permission_classes=[CanExecuteGraph])
@@ -117,6 +133,15 @@ class ExecutionMutations:
         ),
     )
     async def stop_execution(self, info: Info, id: strawberry.ID) -> Execution | None:
+        principal = await info.context.principal()
+        asked = info.selected_fields[0].selections if info.selected_fields else []
+        if not principal.allows(ApiKeyPermission.READ_EXECUTION) and _selects_run_data(asked):
+            # Refused before stopping anything: the key may stop runs, not read them.
+            raise AppError(
+                ErrorCode.FORBIDDEN,
+                "This API key lacks the READ_EXECUTION permission to read a run's "
+                "inputs, outputs, node executions or stats",
+            )
         services = info.context.services
         row = await executions.stop_execution(
             info.context.settings,

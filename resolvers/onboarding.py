@@ -50,9 +50,16 @@ class OnboardingMutations:
             await onboarding.update_onboarding(await info.context.user_id(), update)
         )
 
-    @strawberry.mutation(permission_classes=[SignedInUser])
+    @strawberry.mutation(
+        permission_classes=[SignedInUser],
+        description=(
+            "Only the steps a client observes itself (WELCOME, USAGE_REASON, INTEGRATIONS, "
+            "AGENT_CHOICE, AGENT_NEW_RUN, AGENT_INPUT, CONGRATS, MARKETPLACE_VISIT, "
+            "BUILDER_OPEN); the server completes the others when they happen."
+        ),
+    )
     async def complete_onboarding_step(self, info: Info, step: OnboardingStep) -> Onboarding:
-        row = await onboarding.complete_step(
+        row = await onboarding.complete_client_step(
             info.context.settings, await info.context.user_id(), step
         )
         return Onboarding.from_model(row)

@@ -1,5 +1,6 @@
 """The GraphQL schema: root types composed from the per-domain resolver mixins,
-plus the limit and error extensions (schema/) that run around every resolver."""
+plus the request gate (schema/request_gate.py) that admits every operation
+and gives every error its code."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import strawberry
 from graphql import GraphQLInputField
 from graphql.type.definition import GraphQLDefaultInput
 from graphql.utilities.value_to_literal import default_scalar_value_to_literal
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter
-from strawberry.extensions.disable_introspection import DisableIntrospection
-from strawberry.extensions.max_aliases import create_validator as create_alias_limit_rule
 
 from app.settings import Settings
 from resolvers.api_keys import ApiKeyMutations, ApiKeyQueries
@@ -22,10 +20,7 @@ from resolvers.schedules import ScheduleMutations, ScheduleQueries
 from resolvers.subscriptions import Subscription
 from resolvers.users import UserMutations, UserQueries
 from schema.executor import AgentGraphExecutor
-from schema.extensions import CachedParse, CachedValidation, ErrorCodes
-from schema.limits import depth_limit_rule
-from schema.rate_limit import MutationRateLimit
-from schema.storable_values import RefuseUnstorableValues
+from schema.request_gate import DocumentGate, RequestGate
 
 
 class AgentGraphSchema(strawberry.Schema):
@@ -62,32 +57,18 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ):
         pass
 
-    # Built once: the validation cache keys on the rules, so they must be the
-    # same objects on every request.
-    limit_rules = [
-        depth_limit_rule(settings.MAX_QUERY_DEPTH),
-        create_alias_limit_rule(settings.MAX_ALIASES),
-    ]
-    # Factories, not instances: an extension holds per-request state.
-    extensions = [
-        ErrorCodes,
-        MutationRateLimit,
-        lambda: MaxTokensLimiter(max_token_count=settings.MAX_TOKENS),
-        CachedParse,
-        lambda: AddValidationRules(limit_rules),
-        # Before validation: it also keeps graphql-core from reading numbers it cannot.
-        RefuseUnstorableValues,
-        CachedValidation,
-    ]
-    if not settings.GRAPHQL_EXPLORER:
-        extensions.append(DisableIntrospection)
+    # One gate per schema: it keeps the analysis of each query text (limits,
+    # parse, validation). A factory, not an instance: an extension holds
+    # per-request state.
+    gate = DocumentGate(settings)
     schema = AgentGraphSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=extensions,
+        extensions=[lambda: RequestGate(gate)],
         execution_context_class=AgentGraphExecutor,
     )
+    gate.bind(schema._schema)
     _give_json_defaults_a_literal(schema)
     return schema
 

@@ -1,21 +1,79 @@
-"""The graphql-core executor strawberry uses, with one leak closed.
+"""The graphql-core executor strawberry uses, with a leak closed and a cap on
+the size of what it builds.
 
 graphql-core 3.3's per-event executor of a subscription is a shallow copy of
 the subscription's executor, so every event adds entries (keyed by the id of
 that event's field lists) to one shared sub-field memo that lives as long as
 the subscription: about 2 KiB per event per subscriber, never freed, and
 long pauses as the dict grows. Each event gets its own memo here.
+
+MAX_RESPONSE_BYTES: every leaf value is counted as it is completed (its JSON
+size, plus a few bytes for its key), so a small query that would build a
+huge result (aliases of long lists of large JSON) stops at the limit instead
+of building the body. The first leaf past it fails with ResponseTooLarge;
+after that no resolver runs and leaves are not kept, and the request gate
+answers that one error, QUERY_TOO_COMPLEX, without data.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import orjson
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from app.errors import AppError, ErrorCode
+
+# A leaf's key, quotes and punctuation, roughly.
+LEAF_OVERHEAD = 8
+
+
+class ResponseTooLarge(AppError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            ErrorCode.QUERY_TOO_COMPLEX,
+            f"The response would be larger than {limit} bytes; ask for fewer items or fields",
+        )
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value) + LEAF_OVERHEAD
+    if value is None or isinstance(value, bool | int | float):
+        return 2 * LEAF_OVERHEAD
+    try:
+        return len(orjson.dumps(value)) + LEAF_OVERHEAD
+    except (TypeError, orjson.JSONEncodeError):
+        return len(repr(value)) + LEAF_OVERHEAD
 
 
 class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = getattr(self.context_value, "settings", None)
+        self.response_limit = getattr(settings, "MAX_RESPONSE_BYTES", None) or math.inf
+        self.response_bytes = 0
+        self.too_large = False
+
     def build_per_event_executor(self, payload: Any):
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}
+        executor.response_bytes = 0
+        executor.too_large = False
         return executor
+
+    def execute_field(self, *args: Any, **kwargs: Any) -> Any:
+        if self.too_large:
+            return None  # the result is dropped: resolve nothing more
+        return super().execute_field(*args, **kwargs)
+
+    def complete_leaf_value(self, return_type: Any, result: Any) -> Any:
+        if self.too_large:
+            return 0  # a placeholder: the result is dropped
+        value = super().complete_leaf_value(return_type, result)
+        self.response_bytes += _size(value)
+        if self.response_bytes > self.response_limit:
+            self.too_large = True
+            raise ResponseTooLarge(int(self.response_limit))
+        return value

@@ -1,39 +1,37 @@
-"""Cross-cutting schema extensions: error codes and masking, request limits.
+"""Error codes and masking (SEMANTICS.md §2), for every result the schema gives.
 
-Every error leaves with `extensions.code` (SEMANTICS.md §2). Domain errors keep
-their message; errors from parsing and validation are about the client's own
-document, so they keep theirs too; anything else is masked as "Internal server
-error" with an `errorId` that the log line carries.
+Every error leaves with `extensions.code`. Domain errors keep their message;
+errors from parsing and validation are about the client's own document, so
+they keep theirs too (without graphql-core's "Did you mean …?" hints when the
+explorer is off: they would spell out the schema); anything else is masked as
+"Internal server error" with an `errorId` that the log line carries.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError, parse
+from graphql import GraphQLError
+from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.schema.schema import validate_document
 
 from app.errors import AppError, ErrorCode
 from app.metrics import RESOLVER_ERRORS
 
 log = logging.getLogger("agentgraph.errors")
 
-# strawberry's alias and token limiters report plain validation/parse errors; these phrases
-# (strawberry's and graphql-core's wording) tell them apart from other mistakes.
-_LIMIT_PHRASES = (
-    "aliases found. Allowed",
-    "Document contains more than",
-)
+# graphql-core's parser reports its token limit as a plain syntax error; this
+# phrase tells it apart from other mistakes.
+_LIMIT_PHRASES = ("Document contains more than",)
+_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
-def _present(error: GraphQLError) -> GraphQLError:
+def _present(error: GraphQLError, hide_suggestions: bool = False) -> GraphQLError:
     if error.original_error is None and (error.extensions or {}).get("code"):
         return error  # already presented (streams pass results through twice)
     original = error.original_error
@@ -49,13 +47,13 @@ def _present(error: GraphQLError) -> GraphQLError:
         extensions = {"code": code.value}
         message = _operation_type_message(original)
     elif original is None or isinstance(original, GraphQLError):
-        code = (
-            ErrorCode.QUERY_TOO_COMPLEX
-            if any(phrase in error.message for phrase in _LIMIT_PHRASES)
-            else ErrorCode.BAD_USER_INPUT
+        # "Validation aborted": graphql-core's own budget for a costly document ran out.
+        too_complex = isinstance(error, ValidationAbortedError) or any(
+            phrase in error.message for phrase in _LIMIT_PHRASES
         )
+        code = ErrorCode.QUERY_TOO_COMPLEX if too_complex else ErrorCode.BAD_USER_INPUT
         extensions = {**(error.extensions or {}), "code": code.value}
-        message = error.message
+        message = _SUGGESTION.sub("", error.message) if hide_suggestions else error.message
     else:
         code = ErrorCode.INTERNAL
         error_id = uuid.uuid4().hex
@@ -86,11 +84,15 @@ def _operation_type_message(error: Exception) -> str:
     return "The operation type could not be determined (is operationName right?)"
 
 
-def present_errors(errors: list[GraphQLError]) -> list[GraphQLError]:
-    return [_present(error) for error in errors]
+def present_errors(
+    errors: list[GraphQLError], hide_suggestions: bool = False
+) -> list[GraphQLError]:
+    return [_present(error, hide_suggestions) for error in errors]
 
 
 class ErrorCodes(SchemaExtension):
+    hide_suggestions = False
+
     def on_operation(self) -> Iterator[None]:
         yield
         self._present_result(self.execution_context.result)
@@ -100,43 +102,6 @@ class ErrorCodes(SchemaExtension):
         self._present_result(result)
         yield None
 
-    @staticmethod
-    def _present_result(result: Any) -> None:
+    def _present_result(self, result: Any) -> None:
         if result is not None and getattr(result, "errors", None):
-            result.errors = present_errors(result.errors)
-
-
-# Distinct query texts whose parse and validation are kept: clients send the
-# same few operations again and again; a flood of unique texts only evicts.
-QUERIES_KEPT = 256
-
-_parse = lru_cache(maxsize=QUERIES_KEPT)(parse)
-_validate = lru_cache(maxsize=QUERIES_KEPT)(validate_document)
-
-
-class CachedParse(SchemaExtension):
-    """The document of a query text, parsed once. A text that does not parse is
-    left to strawberry's own parse, which reports it as a client mistake
-    (strawberry's ParserCache would raise it past the error presentation)."""
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.query:
-            with contextlib.suppress(GraphQLError):
-                context.graphql_document = _parse(context.query, **context.parse_options)
-        yield
-
-
-class CachedValidation(SchemaExtension):
-    """Validation of a (document, rules) pair, computed once: with the parser
-    cache the same query text gives the same document object, and the rules
-    are built once per schema. Skipped when an earlier extension refused the
-    request already."""
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.pre_execution_errors is None and context.graphql_document is not None:
-            context.pre_execution_errors = _validate(
-                context.schema._schema, context.graphql_document, context.validation_rules
-            )
-        yield
+            result.errors = present_errors(result.errors, self.hide_suggestions)

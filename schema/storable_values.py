@@ -1,27 +1,28 @@
 """Argument values the server could not store are refused before validation.
 
-Text with U+0000, numbers that are infinite or beyond 64 bits, and values
-nested too deeply (app/storable.py) used to fail at the database or the JSON
-encoder as INTERNAL errors, or to change silently (found by
-tests/test_fuzz.py). No argument of the API has a use for them, so one check
-at the edge covers every operation: literals in the document, and every value
-in the variables, JSON values (and their keys) included. The answer is
-BAD_USER_INPUT, and nothing runs.
+Text with U+0000 or lone surrogates, numbers that are infinite or beyond 64
+bits, and values nested too deeply (app/storable.py) used to fail at the
+database or the JSON encoder as INTERNAL errors, or to change silently (found
+by tests/test_fuzz.py). No argument of the API has a use for them, so one
+check at the edge covers every operation: literals in the document (once per
+query text, by the request gate) and every value in the variables, JSON
+values (and their keys) included. The answer is BAD_USER_INPUT, and nothing
+runs.
 
-It runs as the validation step starts: strawberry skips its own validation
-once an extension has recorded errors, which also keeps graphql-core from
+The literal check runs before validation, which also keeps graphql-core from
 reading an integer literal of more than 4300 digits (Python refuses to, and
-graphql-core lets that through unhandled).
+graphql-core lets that through unhandled). graphql-core's lexer refuses lone
+surrogates in literals itself.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
     BREAK,
+    DocumentNode,
     FloatValueNode,
     GraphQLError,
     IntValueNode,
@@ -30,26 +31,17 @@ from graphql import (
     Visitor,
     visit,
 )
-from strawberry.extensions import SchemaExtension
 
 from app.errors import bad_input
-from app.storable import BAD_NUMBER, NUL, NUL_TEXT, first_unstorable, int_fits
+from app.storable import BAD_NUMBER, NUL, NUL_TEXT, first_unstorable, int_fits, text_problem
 
 
-class RefuseUnstorableValues(SchemaExtension):
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        if not context.pre_execution_errors:
-            error = _variables_error(context.variables or {}) or _literal_error_of(
-                context.query, context.graphql_document
-            )
-            if error is not None:
-                context.pre_execution_errors = [error]
-        yield
-
-
-def _variables_error(variables: dict[str, Any]) -> GraphQLError | None:
+def variables_error(variables: dict[str, Any]) -> GraphQLError | None:
     for name, value in variables.items():
+        problem = text_problem(str(name))
+        if problem:  # not quoted back: the answer could not carry it
+            refusal = bad_input(f"{problem}: a variable's name")
+            return GraphQLError(refusal.message, original_error=refusal)
         found = first_unstorable(value, f"${name}")
         if found is not None:
             problem, path = found
@@ -79,25 +71,7 @@ class _FirstUnstorableLiteral(Visitor):
         return None if math.isfinite(float(node.value)) else self._stop_at(BAD_NUMBER, node)
 
 
-# Literals are part of the query text, so the answer is kept per text (the
-# same few texts arrive again and again); bounded like strawberry's caches.
-_LITERALS_SEEN: dict[str, GraphQLError | None] = {}
-_LITERALS_SEEN_MAX = 256
-
-
-def _literal_error_of(query: str | None, document: Any) -> GraphQLError | None:
-    if query is None:
-        return _literal_error(document)
-    if query not in _LITERALS_SEEN:
-        if len(_LITERALS_SEEN) >= _LITERALS_SEEN_MAX:
-            _LITERALS_SEEN.clear()
-        _LITERALS_SEEN[query] = _literal_error(document)
-    return _LITERALS_SEEN[query]
-
-
-def _literal_error(document: Any) -> GraphQLError | None:
-    if document is None:
-        return None
+def literal_error(document: DocumentNode) -> GraphQLError | None:
     finder = _FirstUnstorableLiteral()
     visit(document, finder)
     if finder.found is None:

@@ -6,8 +6,10 @@ The session's plain `api` has no connection string, so it answers data: URIs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -327,7 +329,8 @@ async def test_api_keys_need_execute_graph_to_upload(api, gql, user):
     assert allowed.status_code == 200, allowed.text
 
 
-@pytest.mark.parametrize("hours", ["0", "49", "-1", "1.5", "two", "1e1"])
+# "²" used to answer 500 (str.isdigit() takes it, int() does not) and "٣" passed as 3.
+@pytest.mark.parametrize("hours", ["0", "49", "-1", "1.5", "two", "1e1", "²", "٣", "\uff11\uff12"])
 async def test_expiration_outside_1_to_48_hours_is_refused(
     blob_api, azurite, blob_env, new_user, hours
 ):
@@ -335,6 +338,42 @@ async def test_expiration_outside_1_to_48_hours_is_refused(
     response = await upload(blob_api, b"x", token=person.token, hours=hours)
     assert_error(response, 400, "BAD_USER_INPUT")
     assert await nothing_stored(azurite, blob_env, person)
+
+
+@pytest.fixture(scope="module")
+async def limited_upload_api(database) -> AsyncIterator[ApiServer]:
+    """Uploads capped at 1 MiB a day and 3 a minute per user."""
+    limits = {"UPLOAD_QUOTA_MB_PER_DAY": "1", "UPLOAD_RATE_LIMIT_PER_MINUTE": "3"}
+    async with ApiServer(TEST_ENV, limits) as server:
+        yield server
+
+
+async def test_uploads_stop_at_the_daily_quota(limited_upload_api, new_user):
+    """Issue 13: uploads had no per-user quota."""
+    person, other = new_user(), new_user()
+    first = await upload(limited_upload_api, b"a" * 400_000, token=person.token)
+    assert first.status_code == 200, first.text
+    # Without a Content-Length the bytes are counted as they arrive.
+    second = await streamed_upload(limited_upload_api, 450_000, person.token)
+    assert second.status_code == 200, second.text
+    third = await streamed_upload(limited_upload_api, 300_000, person.token)
+    body = assert_error(third, 429, "RATE_LIMITED")
+    assert "quota" in body["message"]
+    # Declared sizes that cannot fit are refused before the body is read.
+    fourth = await upload(limited_upload_api, b"d" * 10, token=person.token)
+    assert_error(fourth, 429, "RATE_LIMITED")
+    # Another user has a quota of their own.
+    assert (await upload(limited_upload_api, b"x" * 400_000, token=other.token)).status_code == 200
+
+
+async def test_uploads_are_rate_limited_per_user(limited_upload_api, new_user):
+    into = time.time() % 60  # the limit counts per clock minute: do not straddle one
+    if into > 50:
+        await asyncio.sleep(60 - into + 0.1)
+    person = new_user()
+    for _ in range(3):
+        assert (await upload(limited_upload_api, b"x", token=person.token)).status_code == 200
+    assert_error(await upload(limited_upload_api, b"x", token=person.token), 429, "RATE_LIMITED")
 
 
 async def test_expiration_bounds_are_accepted(api, new_user):

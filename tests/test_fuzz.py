@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import graphql
@@ -106,6 +107,9 @@ def _one_of_list(values: list[str]) -> st.SearchStrategy[str]:
     return st.deferred(lambda: st.sampled_from(values))
 
 
+# Text PostgreSQL and the JSON encoder cannot carry (NUL, lone surrogates):
+# st.text() never draws surrogates, so they are listed.
+_UNSTORABLE_TEXT = st.sampled_from(["a\x00b", "\ud800", "x\udfffy", "\udbff\udc00"])
 _json_leaves = (
     st.none()
     | st.booleans()
@@ -114,6 +118,7 @@ _json_leaves = (
     | st.sampled_from([2**31, 2**53 + 1, 2**63, 2**64, -(2**63) - 1, 10**400])
     | st.floats(allow_nan=False)
     | st.text(max_size=20)
+    | _UNSTORABLE_TEXT
     | _one_of_list(BLOCK_WORDS)
 )
 _json_keys = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,11}\Z") | _one_of_list(BLOCK_WORDS)
@@ -139,7 +144,32 @@ ID_SCALAR = st.one_of(
 # Per operation, where the general ids would do harm.
 ID_SCALAR_FOR = {"Mutation.executeBlock": _one_of_list(BOUNDED_BLOCK_IDS).map(nodes.String)}
 
+# DateTime arguments (creditHistory's `before`): ISO 8601 text with and without
+# an offset, at the ends of what datetime holds, and things that are not dates.
+_OFFSETS = st.sampled_from(
+    [None, UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12, minutes=59))]
+)
+DATETIME_SCALAR = st.one_of(
+    st.datetimes(timezones=_OFFSETS).map(lambda moment: nodes.String(moment.isoformat())),
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00",
+            "9999-12-31T23:59:59.999999-23:59",
+            "2026-02-30T00:00:00Z",
+            "2026-06-01",
+            "24:00",
+            "",
+            "now",
+            "1e999",
+        ]
+    ).map(nodes.String),
+    st.text(max_size=30).map(nodes.String),
+    st.integers().map(nodes.Int),
+    st.floats(allow_nan=False).map(nodes.Float),
+)
+
 schemathesis.graphql.scalar("JSON", JSON_SCALAR)
+schemathesis.graphql.scalar("DateTime", DATETIME_SCALAR)
 
 
 def _words_in(schema: Any) -> set[str]:

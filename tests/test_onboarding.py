@@ -42,10 +42,69 @@ async def test_completing_a_step_is_idempotent_and_rewards_once(gql, user, setti
 async def test_concurrent_completions_reward_once(gql, user, settings):
     start = await _credits(gql, user)
     await asyncio.gather(
-        *(gql.ok(COMPLETE, {"s": "GET_RESULTS"}, token=user.token) for _ in range(10))
+        *(gql.ok(COMPLETE, {"s": "AGENT_NEW_RUN"}, token=user.token) for _ in range(10))
     )
-    assert await _credits(gql, user) == start + settings.ONBOARDING_REWARDS["GET_RESULTS"]
-    assert await CreditTransaction.filter(user_id=user.id, key__contains="GET_RESULTS").count() == 1
+    assert await _credits(gql, user) == start + settings.ONBOARDING_REWARDS["AGENT_NEW_RUN"]
+    rewards = CreditTransaction.filter(user_id=user.id, key__contains="AGENT_NEW_RUN")
+    assert await rewards.count() == 1
+
+
+CLIENT_STEPS = [
+    "WELCOME",
+    "USAGE_REASON",
+    "INTEGRATIONS",
+    "AGENT_CHOICE",
+    "AGENT_NEW_RUN",
+    "AGENT_INPUT",
+    "CONGRATS",
+    "MARKETPLACE_VISIT",
+    "BUILDER_OPEN",
+]
+SERVER_STEPS = [
+    "GET_RESULTS",
+    "MARKETPLACE_ADD_AGENT",
+    "MARKETPLACE_RUN_AGENT",
+    "BUILDER_SAVE_AGENT",
+    "BUILDER_RUN_AGENT",
+    "SCHEDULE_AGENT",
+    "RE_RUN_AGENT",
+    "RUN_AGENTS",
+]
+
+
+async def test_steps_the_server_completes_cannot_be_claimed_by_hand(gql, user):
+    """Issue 13: a client used to claim every reward (~1,000 credits) by hand."""
+    start = await _credits(gql, user)
+    for step in SERVER_STEPS:
+        error = await gql.error(COMPLETE, {"s": step}, token=user.token)
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", step
+        assert "completed by the server" in error["message"]
+    onboarding = (await gql.ok(ONBOARDING, token=user.token))["onboarding"]
+    assert onboarding["completedSteps"] == [] and onboarding["rewardedFor"] == []
+    assert await _credits(gql, user) == start
+    assert await CreditTransaction.filter(user_id=user.id, key__contains="onboarding").count() == 0
+
+
+async def test_every_client_step_can_be_completed(gql, user):
+    for step in CLIENT_STEPS:
+        await gql.ok(COMPLETE, {"s": step}, token=user.token)
+    onboarding = (await gql.ok(ONBOARDING, token=user.token))["onboarding"]
+    assert onboarding["completedSteps"] == CLIENT_STEPS
+
+
+async def test_saving_a_store_agent_into_the_library_completes_marketplace_add(gql, user, settings):
+    from tests.graph_builders import echo_graph
+
+    start = await _credits(gql, user)
+    await gql.ok(
+        "mutation($g: GraphInput!) { createGraph(graph: $g, source: LIBRARY) { id } }",
+        {"g": echo_graph("from the store")},
+        token=user.token,
+    )
+    onboarding = (await gql.ok(ONBOARDING, token=user.token))["onboarding"]
+    assert onboarding["completedSteps"] == ["MARKETPLACE_ADD_AGENT"]
+    reward = settings.ONBOARDING_REWARDS["MARKETPLACE_ADD_AGENT"]
+    assert await _credits(gql, user) == start + reward
 
 
 async def test_step_without_reward_grants_nothing(gql, user):

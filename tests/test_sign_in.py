@@ -123,10 +123,13 @@ async def test_websocket_with_api_key_obeys_permissions(api, gql, user):
     assert payload["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
-async def test_websocket_without_credentials_gets_unauthenticated(api):
-    async with graphql_ws(api.ws_url, {}) as ws:
-        messages = await ws.request(ME)
-    assert messages[0]["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+async def test_websocket_without_credentials_is_closed(api):
+    """Issue 13: anonymous sockets were acknowledged and lived on; no operation
+    needs anonymity, so connection_init must sign in."""
+    async with graphql_ws(api.ws_url, {}, expect_ack=False) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.receive()
+    assert closed.value.rcvd.code == 4403
 
 
 async def test_websocket_with_bad_token_is_rejected(api, settings):

@@ -26,6 +26,7 @@ from app.errors import AppError, ErrorCode, bad_input
 from app.models import ApiKeyPermission
 from app.rest.errors import app_error_response
 from app.services import files
+from app.services.upload_quota import UploadQuota
 from app.services.users import ensure_user
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,17 @@ async def upload_file(request: Request) -> Response:
         boundary = multipart_boundary(request.headers.get("content-type"))
         limit = files.upload_limit_bytes(settings)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+        declared = declared if declared.isascii() and declared.isdigit() else ""
+        if declared and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
             # Refused before reading a byte of it.
             raise files.upload_too_large(limit)
         user_id = await ensure_user(settings, principal)
+        quota = UploadQuota(settings, request.app.state.services.redis, user_id)
+        file_bytes = int(declared) - MULTIPART_OVERHEAD_BYTES if declared else None
+        await quota.admit(file_bytes)
         async with aclosing(request.stream()) as body:
             incoming = await MultipartFileReader(body, boundary, FILE_FIELD).open()
+            incoming.chunks = quota.metered(incoming.chunks)
             stored = await files.store_upload(settings, user_id, incoming, hours)
     except AppError as exc:
         return upload_error_response(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from prometheus_client import generate_latest
@@ -51,8 +52,24 @@ _shared_metrics = _SharedMetrics()
 REGISTRY.register(_shared_metrics)
 
 
+def _metrics_allowed(request: Request, token: str | None) -> bool:
+    """Open without METRICS_TOKEN; with it, `Authorization: Bearer <token>`."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("latin-1"), token.encode("latin-1", "replace")
+    )
+
+
 async def metrics(request: Request) -> Response:
     services: AppServices = request.app.state.services
+    if not _metrics_allowed(request, services.settings.METRICS_TOKEN):
+        return JSONResponse(
+            {"error": "UNAUTHENTICATED", "message": "Send Authorization: Bearer <METRICS_TOKEN>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
         raw = await services.redis.hgetall(metrics_counter_key(services.settings))
         counters = {k.decode(): int(v) for k, v in raw.items()}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+import time
 import uuid
 from datetime import timedelta
 
@@ -31,17 +33,44 @@ def hash_api_key(settings: Settings, key: str) -> str:
     return hmac.new(settings.API_KEY_PEPPER.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
+_WELL_FORMED = re.compile(re.escape(API_KEY_PREFIX) + f"[A-Za-z0-9_-]{{{_KEY_BODY_LENGTH}}}")
+
+# What each key hash stood for when last read, and until when that answer
+# holds (monotonic time). Every API process reads a key's row at most once in
+# API_KEY_STATUS_SECONDS, so a revoked or suspended key stops working in all
+# of them within that time; the process that revoked it forgets it at once.
+API_KEY_STATUS_SECONDS = 2.0
+_KEYS_KEPT = 10_000
+_known_keys: dict[str, tuple[float, Principal | None]] = {}
+
+
 def _well_formed(key: str) -> bool:
-    return key.startswith(API_KEY_PREFIX) and len(key) == len(API_KEY_PREFIX) + _KEY_BODY_LENGTH
+    return _WELL_FORMED.fullmatch(key) is not None
 
 
 async def principal_for_api_key(settings: Settings, key: str) -> Principal:
     """The principal an active key stands for; UNAUTHENTICATED for anything else."""
     if not _well_formed(key):
         raise AppError(ErrorCode.UNAUTHENTICATED, "Invalid API key")
-    row = await ApiKey.get_or_none(key_hash=hash_api_key(settings, key))
-    if row is None or row.status != ApiKeyStatus.ACTIVE:
+    digest = hash_api_key(settings, key)
+    now = time.monotonic()
+    known = _known_keys.get(digest)
+    if known is not None and known[0] > now:
+        principal = known[1]
+    else:
+        principal = await _read_key(digest)
+        if len(_known_keys) >= _KEYS_KEPT:
+            _known_keys.clear()
+        _known_keys[digest] = (now + API_KEY_STATUS_SECONDS, principal)
+    if principal is None:
         raise AppError(ErrorCode.UNAUTHENTICATED, "Invalid API key")
+    return principal
+
+
+async def _read_key(digest: str) -> Principal | None:
+    row = await ApiKey.get_or_none(key_hash=digest)
+    if row is None or row.status != ApiKeyStatus.ACTIVE:
+        return None
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         await ApiKey.filter(id=row.id).update(last_used_at=now)
@@ -50,6 +79,10 @@ async def principal_for_api_key(settings: Settings, key: str) -> Principal:
         api_key_id=row.id,
         permissions=frozenset(ApiKeyPermission(p) for p in row.permissions),
     )
+
+
+def _forget(row: ApiKey) -> None:
+    _known_keys.pop(row.key_hash, None)
 
 
 def _check_permissions(permissions: list[ApiKeyPermission]) -> list[str]:
@@ -127,6 +160,7 @@ async def revoke_api_key(user_id: uuid.UUID, key_id: str) -> ApiKey:
     row.status = ApiKeyStatus.REVOKED
     row.revoked_at = utcnow()
     await row.save(update_fields=["status", "revoked_at"])
+    _forget(row)
     return row
 
 
@@ -136,6 +170,7 @@ async def suspend_api_key(user_id: uuid.UUID, key_id: str) -> ApiKey:
     if row.status != ApiKeyStatus.SUSPENDED:
         row.status = ApiKeyStatus.SUSPENDED
         await row.save(update_fields=["status"])
+    _forget(row)
     return row
 
 
@@ -147,4 +182,5 @@ async def update_api_key_permissions(
     _refuse_if_revoked(row)
     row.permissions = stored
     await row.save(update_fields=["permissions"])
+    _forget(row)
     return row

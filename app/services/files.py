@@ -48,6 +48,7 @@ SPOOL_CHUNK_BYTES = MIB
 EXPIRY_BATCH = 200
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_HOURS = re.compile(r"[0-9]{1,3}")
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -88,7 +89,11 @@ def expiration_hours(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_EXPIRATION_HOURS
     value = raw.strip()
-    if not value.isdigit() or not MIN_EXPIRATION_HOURS <= int(value) <= MAX_EXPIRATION_HOURS:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "٣".
+    if (
+        not _HOURS.fullmatch(value)
+        or not MIN_EXPIRATION_HOURS <= int(value) <= MAX_EXPIRATION_HOURS
+    ):
         raise bad_input(
             f"expiration_hours must be a whole number from {MIN_EXPIRATION_HOURS} "
             f"to {MAX_EXPIRATION_HOURS}",

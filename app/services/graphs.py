@@ -132,6 +132,9 @@ async def create_graph(
         )
     if source == GraphSource.BUILDER:
         await onboarding.complete_step(settings, user_id, OnboardingStep.BUILDER_SAVE_AGENT)
+    elif source == GraphSource.LIBRARY:
+        # A store agent saved into the library: the server sees the add itself.
+        await onboarding.complete_step(settings, user_id, OnboardingStep.MARKETPLACE_ADD_AGENT)
     return graph
 
 
@@ -237,7 +240,8 @@ class GraphPage:
     has_next: bool
 
     def cursor(self, graph: Graph) -> str:
-        return encode_cursor(graph.created_at, graph.id)
+        # The graph's own id, not the row id: row ids count every user's graphs.
+        return encode_cursor(graph.created_at, graph.graph_id)
 
 
 async def list_graphs(user_id: uuid.UUID, first: int, after: str | None) -> GraphPage:
@@ -247,13 +251,15 @@ async def list_graphs(user_id: uuid.UUID, first: int, after: str | None) -> Grap
     query = base
     if after:
         cursor = decode_cursor(after)
-        if not cursor.row_id.isdigit():
+        graph_id = parse_uuid(cursor.row_id)
+        if graph_id is None:
             raise bad_input("Invalid cursor", field="after")
+        # One active version per graph, so (created_at, graph_id) orders them all.
         query = query.filter(
             Q(created_at__lt=cursor.created_at)
-            | Q(created_at=cursor.created_at, id__lt=int(cursor.row_id))
+            | Q(created_at=cursor.created_at, graph_id__lt=graph_id)
         )
-    rows = await query.order_by("-created_at", "-id").limit(first + 1)
+    rows = await query.order_by("-created_at", "-graph_id").limit(first + 1)
     total = await base.count()
     return GraphPage(graphs=rows[:first], total=total, has_next=len(rows) > first)
 

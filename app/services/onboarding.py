@@ -17,6 +17,24 @@ from app.settings import Settings
 _MAX_TEXT = 500
 _MAX_INTEGRATIONS = 50
 
+# The steps a client observes itself and may report (SEMANTICS.md §4). The
+# others record what the server saw (a run, a saved graph, a schedule, results
+# read), and only the server completes them, so their rewards cannot be
+# claimed by hand.
+CLIENT_STEPS = frozenset(
+    {
+        OnboardingStep.WELCOME,
+        OnboardingStep.USAGE_REASON,
+        OnboardingStep.INTEGRATIONS,
+        OnboardingStep.AGENT_CHOICE,
+        OnboardingStep.AGENT_NEW_RUN,
+        OnboardingStep.AGENT_INPUT,
+        OnboardingStep.CONGRATS,
+        OnboardingStep.MARKETPLACE_VISIT,
+        OnboardingStep.BUILDER_OPEN,
+    }
+)
+
 
 def reward_key(user_id: uuid.UUID, step: OnboardingStep) -> str:
     return f"onboarding-reward:{user_id}:{step.value}"
@@ -85,6 +103,19 @@ async def update_onboarding(user_id: uuid.UUID, update: OnboardingUpdate) -> Use
     changes["updated_at"] = utcnow()
     await UserOnboarding.filter(user_id=user_id).update(**changes)
     return await get_onboarding(user_id)
+
+
+async def complete_client_step(
+    settings: Settings, user_id: uuid.UUID, step: OnboardingStep
+) -> UserOnboarding:
+    """A step the client reports; BAD_USER_INPUT (and nothing changes) for the
+    steps only the server completes."""
+    if step not in CLIENT_STEPS:
+        raise bad_input(
+            f"{step.value} is completed by the server when it happens, not by the client",
+            field="step",
+        )
+    return await complete_step(settings, user_id, step)
 
 
 async def complete_step(

@@ -1,0 +1,91 @@
+"""The rate limit for requests that prove no one (SEMANTICS.md §11, issue 13).
+
+A GraphQL request or websocket handshake without credentials, or with
+credentials that fail, counts against its client address:
+ANONYMOUS_RATE_LIMIT_PER_MINUTE in a fixed clock-minute window in Redis,
+shared by every API process. Past it the request is answered 429 before its
+body is read. An address found over its limit is remembered in this process
+until its window ends, so a flood costs no Redis round trip per request.
+
+The client address is the TCP peer, or with CLIENT_IP_HEADER the header the
+deployment's proxy sets (for X-Forwarded-For the last address, the one the
+proxy itself appended; the others may be forged by the client). IPv6
+addresses count by their /64 network, which one client usually holds whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+# Addresses remembered as over their limit; a flood of distinct ones only evicts.
+_BLOCKED_KEPT = 10_000
+
+
+def client_address(scope: Scope, settings: Settings) -> str:
+    raw = None
+    if settings.CLIENT_IP_HEADER:
+        value = Headers(scope=scope).get(settings.CLIENT_IP_HEADER)
+        if value:
+            raw = value.split(",")[-1].strip()
+    if not raw:
+        peer = scope.get("client")
+        raw = peer[0] if peer else "unknown"
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return raw[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class AnonymousRateLimit:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limit = settings.ANONYMOUS_RATE_LIMIT_PER_MINUTE
+        self._blocked: dict[str, float] = {}
+        self._warned_at = 0.0
+
+    async def retry_after(self, redis: Redis, address: str) -> int | None:
+        """None when this request may go on, else the seconds until it may."""
+        now = time.time()
+        window_end = (now // WINDOW_SECONDS + 1) * WINDOW_SECONDS
+        blocked_until = self._blocked.get(address)
+        if blocked_until is not None:
+            if blocked_until > now:
+                return int(blocked_until - now) + 1
+            del self._blocked[address]
+        window = int(now // WINDOW_SECONDS)
+        key = f"{self.settings.REDIS_PREFIX}ratelimit:anonymous:{address}:{window}"
+        pipe = redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, WINDOW_SECONDS * 2)
+        try:
+            used, _ = await pipe.execute()
+        except RedisError:
+            # Without Redis nothing can be counted; the request goes on rather
+            # than every anonymous caller being refused (/health reports Redis).
+            if now - self._warned_at > WINDOW_SECONDS:
+                self._warned_at = now
+                log.warning("anonymous rate limit not applied: Redis unavailable")
+            return None
+        if used <= self.limit:
+            return None
+        if len(self._blocked) >= _BLOCKED_KEPT:
+            self._blocked.clear()
+        self._blocked[address] = window_end
+        return int(window_end - now) + 1

@@ -1,0 +1,157 @@
+"""Credentials on open websockets (issue 13, findings 2, 4 and 7): a socket
+must sign in at connection_init, within a deadline, on both protocols; a key
+revoked or suspended, or a token expired, closes it with 4403, on every API
+process within seconds, for the next operation and for a subscription that
+is already running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import websockets
+
+from app.auth import issue_jwt
+from tests.conftest import TEST_ENV
+from tests.graph_builders import create_graph
+from tests.harness import ApiServer, GraphQLClient, graphql_ws
+
+WATCH = "subscription($g: ID!) { graphExecutionEvents(graphId: $g) { __typename } }"
+ME = "{ me { id } }"
+KEY = """mutation($p: [ApiKeyPermission!]!) {
+  createApiKey(input: {name: "socket", permissions: $p}) { plainTextKey apiKey { id } } }"""
+REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { status } }"
+SUSPEND = "mutation($id: ID!) { suspendApiKey(id: $id) { status } }"
+# Long enough for a busy machine; the design closes within about four seconds.
+CLOSE_DEADLINE = 15.0
+
+
+async def _closed_with(connection, deadline: float = CLOSE_DEADLINE) -> int | None:
+    """The close code once the server closes the socket (pings answered)."""
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                message = json.loads(await connection.recv())
+                if message.get("type") == "ping":
+                    await connection.send(json.dumps({"type": "pong"}))
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+async def _key(gql, user, permissions=("READ_EXECUTION", "READ_GRAPH")):
+    made = await gql.ok(KEY, {"p": list(permissions)}, token=user.token)
+    return made["createApiKey"]["plainTextKey"], made["createApiKey"]["apiKey"]["id"]
+
+
+@pytest.fixture(scope="module")
+async def quick_init(database):
+    """A server that waits one second for connection_init."""
+    async with ApiServer(TEST_ENV, {"WEBSOCKET_INIT_TIMEOUT_SECONDS": "1"}) as server:
+        yield server
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_a_socket_that_never_initialises_is_closed(quick_init, protocol):
+    """Finding 4: legacy graphql-ws sockets without connection_init never timed out."""
+    async with websockets.connect(quick_init.ws_url, subprotocols=[protocol]) as connection:
+        assert await _closed_with(connection) == 4408
+
+
+async def test_legacy_socket_without_credentials_is_refused(api):
+    """Finding 4: 300 anonymous sockets were acknowledged and kept."""
+    async with websockets.connect(api.ws_url, subprotocols=["graphql-ws"]) as connection:
+        await connection.send(json.dumps({"type": "connection_init", "payload": {}}))
+        message = json.loads(await connection.recv())
+        assert message == {"type": "connection_error", "payload": {"code": "UNAUTHENTICATED"}}
+        assert await _closed_with(connection) == 4403
+
+
+@pytest.mark.parametrize("key", ["agpt_" + "\ud800" * 43, "\ud800", "agpt_\x00"])
+async def test_unencodable_key_in_connection_init_closes_with_4403(api, key):
+    """Finding 7: a lone surrogate in X-API-Key dropped the socket with no close code."""
+    async with websockets.connect(api.ws_url, subprotocols=["graphql-transport-ws"]) as connection:
+        await connection.send(
+            json.dumps({"type": "connection_init", "payload": {"X-API-Key": key}})
+        )
+        assert await _closed_with(connection) == 4403
+
+
+async def test_revoking_a_key_closes_its_sockets_on_every_api_process(api, gql, user):
+    """Finding 2: after revokeApiKey the same socket still read executions and
+    streamed events. The key is revoked through one API process; a socket on
+    another, in the middle of a subscription, is closed, and HTTP there stops
+    taking the key."""
+    graph = await create_graph(gql, user)
+    key, key_id = await _key(gql, user)
+    async with ApiServer(TEST_ENV) as other:
+        other_gql = GraphQLClient(other.base_url)
+        try:
+            async with graphql_ws(other.ws_url, {"X-API-Key": key}) as ws:
+                await ws.subscribe(WATCH, {"g": graph["id"]})
+                assert await other_gql.ok("{ graphs { totalCount } }", api_key=key)
+                await gql.ok(REVOKE, {"id": key_id}, token=user.token)
+                assert await _closed_with(ws.connection) == 4403
+            deadline = asyncio.get_running_loop().time() + CLOSE_DEADLINE
+            while await _code(other_gql, key) != "UNAUTHENTICATED":
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        finally:
+            await other_gql.aclose()
+
+
+async def _code(gql, key) -> str | None:
+    body = await gql.execute("{ graphs { totalCount } }", api_key=key)
+    return body["errors"][0]["extensions"]["code"] if body.get("errors") else None
+
+
+async def test_a_suspended_key_can_start_no_further_operation(api, gql, user):
+    key, key_id = await _key(gql, user)
+    async with graphql_ws(api.ws_url, {"X-API-Key": key}) as ws:
+        first = await ws.request("{ graphs { totalCount } }")
+        assert first[0]["type"] == "next"
+        await gql.ok(SUSPEND, {"id": key_id}, token=user.token)
+        await ws.subscribe("{ graphs { totalCount } }")
+        assert await _closed_with(ws.connection) == 4403
+
+
+async def test_an_expired_token_closes_the_socket(api, gql, settings, new_user):
+    """Finding 2: a JWT 8 s past `exp` still ran updateTimezone on its socket."""
+    person = new_user()
+    graph = await create_graph(gql, person)
+    short = issue_jwt(settings, person.id, person.email, expires_in=3)
+    async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {short}"}) as ws:
+        await ws.subscribe(WATCH, {"g": graph["id"]})
+        assert await _closed_with(ws.connection) == 4403
+    assert time.time() >= json.loads(_claims(short))["exp"]
+    # A fresh socket with it is refused at connection_init.
+    async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {short}"}, expect_ack=False) as ws:
+        assert await _closed_with(ws.connection) == 4403
+
+
+async def test_an_operation_after_the_token_expired_closes_the_socket(api, settings, new_user):
+    person = new_user()
+    short = issue_jwt(settings, person.id, person.email, expires_in=2)
+    async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {short}"}) as ws:
+        assert (await ws.request(ME))[0]["type"] == "next"
+        # The state waited for is the clock passing the token's `exp`.
+        await asyncio.sleep(max(0.0, json.loads(_claims(short))["exp"] + 0.1 - time.time()))
+        try:
+            await ws.subscribe('mutation { updateTimezone(timezone: "Asia/Tokyo") { id } }')
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code  # the periodic re-check was first
+        else:
+            code = await _closed_with(ws.connection)
+        assert code == 4403
+    async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {person.token}"}) as ws:
+        assert (await ws.request("{ me { timezone } }"))[0]["payload"]["data"] == {
+            "me": {"timezone": "UTC"}
+        }
+
+
+def _claims(token: str) -> str:
+    import base64
+
+    payload = token.split(".")[1]
+    return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
