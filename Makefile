@@ -57,9 +57,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Regenerates the committed SDL; tests fail when it is stale.
+# Regenerates the committed SDL and client cache hints; tests fail when stale.
 schema: install
 	$(BIN)/agentgraph export-schema > schema.graphql
+	$(BIN)/agentgraph export-schema --possible-types > possible-types.json
 
 bench: install
 	$(BIN)/python -m bench
