@@ -10,10 +10,13 @@ GRAPHIQL_STAMP := $(GRAPHIQL_DIR)/.fetched
 AZURITE_VERSION := 3.37.0
 NPM_TOOLS := .npm-tools
 AZURITE_STAMP := $(NPM_TOOLS)/.azurite-$(AZURITE_VERSION)
+# Real GraphQL clients the tests drive from Node (exact versions in its package.json).
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
 
 .PHONY: dev test lint format schema bench install assets clean
 
-install: $(STAMP) $(GRAPHIQL_STAMP) $(AZURITE_STAMP)
+install: $(STAMP) $(GRAPHIQL_STAMP) $(AZURITE_STAMP) $(CLIENTS_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +43,10 @@ $(AZURITE_STAMP):
 	npm install --prefix $(NPM_TOOLS) --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 	touch $(AZURITE_STAMP)
 
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	npm ci --prefix $(CLIENTS) --no-audit --no-fund --silent
+	touch $(CLIENTS_STAMP)
+
 assets: $(GRAPHIQL_STAMP)
 
 dev: install
@@ -57,12 +64,13 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Regenerates the committed SDL; tests fail when it is stale.
+# Regenerates the committed SDL and client cache hints; tests fail when stale.
 schema: install
 	$(BIN)/agentgraph export-schema > schema.graphql
+	$(BIN)/agentgraph export-schema --possible-types > possible-types.json
 
 bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(GRAPHIQL_DIR) $(NPM_TOOLS) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GRAPHIQL_DIR) $(NPM_TOOLS) $(CLIENTS)/node_modules $(CLIENTS)/.generated .pytest_cache .ruff_cache

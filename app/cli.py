@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import signal
 import socket
@@ -97,9 +98,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace) -> int:
-    from resolvers.root import build_schema
+    from resolvers.root import build_schema, possible_types
 
-    sys.stdout.write(build_schema(get_settings()).as_str() + "\n")
+    schema = build_schema(get_settings())
+    if args.possible_types:
+        sys.stdout.write(json.dumps(possible_types(schema), indent=2) + "\n")
+    else:
+        sys.stdout.write(schema.as_str() + "\n")
     return 0
 
 
@@ -261,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     export = sub.add_parser("export-schema", help="print the GraphQL SDL")
+    export.add_argument(
+        "--possible-types",
+        action="store_true",
+        help="print the unions and interfaces with their members as JSON (Apollo's possibleTypes)",
+    )
     export.set_defaults(func=cmd_export_schema)
 
     flag = sub.add_parser("flag", help="override a feature flag for one user")

@@ -10,6 +10,12 @@ from "<k+1>-0". Status events of an execution also go to its graph's stream
 Writers change the database first and publish after, so anything an event says
 is already readable; a subscriber's snapshot may therefore be newer than some
 events that follow it, never older.
+
+`EventReader.follow` is the one ordered feed every subscription reads
+(SEMANTICS.md §7): the stored events after a seq, page by page, then the live
+ones from the hub, which is told to start exactly where the stored part ends;
+so seq strictly increases with nothing missing, and the feed ends right after
+the execution's terminal status event.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from app.models import TERMINAL_STATUSES
+
 log = logging.getLogger(__name__)
 
 # Kept this long after the terminal event; long enough for any client to resume.
@@ -32,6 +40,8 @@ STREAM_RETENTION_SECONDS = 3600
 # A stream of a run that never ends (a lost worker) still goes away eventually.
 STREAM_MAX_IDLE_SECONDS = 7 * 24 * 3600
 GRAPH_STREAM_MAXLEN = 1000
+# Stored events read per round trip when a subscriber catches up.
+REPLAY_PAGE = 500
 
 _PUBLISH = """
 local seq = redis.call('INCR', KEYS[1])
@@ -84,6 +94,29 @@ class Event:
     # "execution" (a status event carrying an execution snapshot) or "node"
     kind: str
     data: dict[str, Any]
+
+    def ends(self, execution_id: uuid.UUID | str) -> bool:
+        """Whether this is the terminal status event of `execution_id`, which ends its feed."""
+        if self.kind != "execution":
+            return False
+        snapshot = self.data["execution"]
+        return snapshot["id"] == str(execution_id) and snapshot["status"] in _TERMINAL
+
+
+_TERMINAL = frozenset(str(status) for status in TERMINAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where an execution's stream stands: its newest seq (0: nothing stored,
+    or expired) and whether that newest event is the terminal one."""
+
+    seq: int
+    ended: bool
+
+
+class SubscriberTooSlow(Exception):
+    """The hub dropped this subscriber after it fell 10,000 events behind."""
 
 
 def _decode(fields: dict[bytes, bytes]) -> Event:
@@ -147,12 +180,62 @@ class EventReader:
         return int(value) if value else 0
 
     async def after(
-        self, execution_id: uuid.UUID, seq: int, upto: int | None = None
+        self,
+        execution_id: uuid.UUID,
+        seq: int,
+        upto: int | None = None,
+        count: int | None = None,
     ) -> list[Event]:
-        """Stored events with seq > `seq` (and ≤ `upto`), in order."""
+        """Stored events with seq > `seq` (and ≤ `upto`), in order; at most `count`."""
         end = f"{upto}-1" if upto is not None else "+"
-        entries = await self.redis.xrange(self.keys.stream(execution_id), f"{seq + 1}-0", end)
+        entries = await self.redis.xrange(
+            self.keys.stream(execution_id), f"{seq + 1}-0", end, count=count
+        )
         return [_decode(fields) for _, fields in entries]
+
+    async def position(self, execution_id: uuid.UUID) -> StreamPosition:
+        """The newest seq and whether its event ended the execution, read together."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.seq(execution_id))
+            pipe.xrevrange(self.keys.stream(execution_id), "+", "-", count=1)
+            seq, newest = await pipe.execute()
+        ended = bool(newest) and _decode(newest[0][1]).ends(execution_id)
+        return StreamPosition(seq=int(seq) if seq else 0, ended=ended)
+
+    async def follow(
+        self, hub: EventHub, execution_id: uuid.UUID, after: int, position: StreamPosition
+    ) -> AsyncIterator[Event]:
+        """Every event with seq > `after`: the stored ones up to `position.seq`,
+        then live ones; ends right after the terminal status event. Raises
+        SubscriberTooSlow if the subscriber stops reading for too long."""
+        if position.ended and after >= position.seq:
+            return
+        live = (
+            contextlib.nullcontext(None)
+            if position.ended
+            # The hub starts exactly after the stored part, whenever it reads.
+            else hub.subscribe(self.keys.stream(execution_id), f"{position.seq}-1")
+        )
+        async with live as subscription:
+            seq = after
+            while seq < position.seq:
+                page = await self.after(execution_id, seq, upto=position.seq, count=REPLAY_PAGE)
+                if not page:
+                    break  # expired meanwhile
+                for event in page:
+                    yield event
+                    if event.ends(execution_id):
+                        return
+                seq = page[-1].seq
+            if subscription is None:
+                return
+            while True:
+                if subscription.overflowed and subscription.queue.empty():
+                    raise SubscriberTooSlow
+                _, event = await subscription.queue.get()
+                yield event
+                if event.ends(execution_id):
+                    return
 
 
 @dataclass(eq=False)
@@ -248,11 +331,17 @@ class EventHub:
                 self._blocked = False
             for key_bytes, entries in result or []:
                 key = key_bytes.decode()
+                read_from = _id_order(streams[key])
                 for entry_id_bytes, fields in entries:
                     entry_id = entry_id_bytes.decode()
                     event = _decode(fields)
                     for subscription in list(self._subscriptions.get(key, ())):
-                        if _id_order(entry_id) > _id_order(subscription.last_id):
+                        position = _id_order(subscription.last_id)
+                        # A subscription that joined while this read was under way
+                        # may start before `read_from`: the entries in between were
+                        # not read, so it waits for the next read, which starts at
+                        # its own position. Handing it a later entry now would skip them.
+                        if read_from <= position < _id_order(entry_id):
                             subscription.last_id = entry_id
                             try:
                                 subscription.queue.put_nowait((entry_id, event))

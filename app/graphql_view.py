@@ -1,5 +1,11 @@
 """strawberry's ASGI view with our context, websocket sign-in and limits, the
-anonymous rate limit, and offline GraphiQL."""
+anonymous rate limit, and offline GraphiQL.
+
+Subscriptions travel over websockets (graphql-transport-ws, legacy graphql-ws)
+and over HTTP streams (Apollo's multipart protocol, GraphQL over SSE); every
+message is JSON text. An HTTP stream holds one of its user's connection slots
+(MAX_WEBSOCKETS_PER_USER) like a websocket does, for as long as it is open.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,30 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.types.unset import UNSET
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+)
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from app.anonymous_limit import AnonymousRateLimit, client_address
 from app.auth import Credentials, authenticate, credentials_from, unauthenticated
 from app.context import Context
-from app.errors import AppError, ErrorCode
+from app.errors import AppError, ErrorCode, bad_input
 from app.metrics import GRAPHQL_REQUESTS
 from app.principal import Principal
 from app.settings import Settings
@@ -30,18 +47,17 @@ from app.websocket_limits import (
     ConnectionSlots,
     LimitedLegacyWSHandler,
     LimitedTransportWSHandler,
+    TooManyConnections,
 )
 from resolvers.loaders import Loaders
 from resolvers.root import build_schema
+from schema.extensions import present_errors
 
 GRAPHIQL_TEMPLATE = (Path(__file__).parent / "templates" / "graphiql.html").read_text()
 GRAPHIQL_ASSETS = "/static/graphiql"
 
 
 class GraphQLView(GraphQL):
-    """strawberry's ASGI view with our context, websocket sign-in and limits, and
-    offline GraphiQL."""
-
     graphql_transport_ws_handler_class = LimitedTransportWSHandler
     graphql_ws_handler_class = LimitedLegacyWSHandler
 
@@ -49,9 +65,15 @@ class GraphQLView(GraphQL):
         super().__init__(
             build_schema(settings),
             graphql_ide="graphiql" if settings.GRAPHQL_EXPLORER else None,
-            allowed_origins=settings.ALLOWED_ORIGINS,
+            allowed_origins=settings.allowed_origins,
             max_subscriptions_per_connection=settings.MAX_OPERATIONS_PER_WEBSOCKET,
             connection_init_wait_timeout=timedelta(seconds=settings.WEBSOCKET_INIT_TIMEOUT_SECONDS),
+            subscription_protocols=(
+                GRAPHQL_TRANSPORT_WS_PROTOCOL,
+                GRAPHQL_WS_PROTOCOL,
+                MULTIPART_SUBSCRIPTION_PROTOCOL,
+                GRAPHQL_SSE_PROTOCOL,
+            ),
             **kwargs,
         )
         self.settings = settings
@@ -62,7 +84,18 @@ class GraphQLView(GraphQL):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not await self._admit(scope, send):
             return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release_slot(scope)
+
+    def _release_slot(self, scope: Scope) -> None:
+        """A websocket or HTTP stream that took a connection slot gives it back
+        when it ends, however it ends (for a stream: after its last byte)."""
+        held = scope.get("state", {}).get("graphql_context")
+        if held is not None and held.websocket_slot is not None:
+            self.connection_slots.release(held.websocket_slot)
+            held.websocket_slot = None
 
     async def _admit(self, scope: Scope, send: Send) -> bool:
         """Sign the request in before anything reads its body; one that proves
@@ -125,15 +158,68 @@ class GraphQLView(GraphQL):
         request.state.graphql_context = context
         return context
 
-    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+    async def create_streaming_response(
+        self, request: Request, stream: Any, sub_response: Response, headers: Any
+    ) -> Response:
+        refusal = await self._take_stream_slot(request.state.graphql_context)
+        if refusal is not None:
+            # Refused like a websocket over the cap (4429): before the stream starts.
+            response = self.create_response(
+                await self.process_result(request, refusal), sub_response
+            )
+            response.status_code = 429
+            return response
+        return await super().create_streaming_response(request, stream, sub_response, headers)
+
+    async def _take_stream_slot(self, context: Context) -> ExecutionResult | None:
+        """An HTTP stream holds a connection slot of its user, like a websocket;
+        the refusal when they have none left. Bad or missing credentials take
+        none: the operation itself answers UNAUTHENTICATED."""
         try:
-            return await super().run(request, context, root_value)
-        finally:
-            # A websocket that took a connection slot gives it back when it ends.
-            held = getattr(request.state, "graphql_context", None)
-            if held is not None and held.websocket_slot is not None:
-                self.connection_slots.release(held.websocket_slot)
-                held.websocket_slot = None
+            principal = await context.optional_principal()
+        except AppError:
+            return None
+        if principal is None:
+            return None
+        try:
+            self.connection_slots.acquire(principal.user_id)
+        except TooManyConnections as refusal:
+            return _error_result(AppError(ErrorCode.RATE_LIMITED, str(refusal)))
+        context.websocket_slot = principal.user_id
+        return None
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Context,
+        root_value: Any,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """strawberry's, except that a subscription over a plain request (no
+        streaming Accept header) is refused with a clear error: executed like a
+        query it could only fail."""
+        method = request_adapter.method
+        allowed = OperationType.from_http(method) - {OperationType.SUBSCRIPTION}
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as e:
+            raise HTTPException(400, e.as_http_error_reason()) from e
+        except InvalidOperationTypeError as e:
+            if e.operation_type is OperationType.SUBSCRIPTION:
+                return await _subscription_needs_a_stream(context)
+            raise HTTPException(400, e.as_http_error_reason(method)) from e
+        except MissingQueryError as e:
+            raise HTTPException(400, "No GraphQL query found in the request") from e
 
     async def on_ws_connect(self, context: Context) -> None:
         # Credentials in the connection_init payload win over the upgrade headers.
@@ -152,8 +238,11 @@ class GraphQLView(GraphQL):
             self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
             context.websocket_slot = principal.user_id
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # Text, not bytes: strawberry sends bytes as binary websocket frames, which
+        # graphql-ws, Apollo and GraphiQL refuse ("Message is missing the 'type'
+        # property").
+        return orjson.dumps(data).decode()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -177,3 +266,25 @@ class GraphQLView(GraphQL):
 
 async def _no_body() -> dict:
     return {"type": "http.disconnect"}
+
+
+SUBSCRIPTION_NEEDS_A_STREAM = (
+    "Subscriptions need a websocket (graphql-transport-ws) or an HTTP stream: send "
+    "Accept: multipart/mixed;subscriptionSpec=1.0 (Apollo's multipart protocol) or "
+    "Accept: text/event-stream (GraphQL over SSE)"
+)
+
+
+async def _subscription_needs_a_stream(context: Context) -> ExecutionResult:
+    """The answer to a subscription sent as a plain request: UNAUTHENTICATED
+    without valid credentials (as on every transport), else BAD_USER_INPUT."""
+    try:
+        await context.principal()
+    except AppError as exc:
+        return _error_result(exc)
+    return _error_result(bad_input(SUBSCRIPTION_NEEDS_A_STREAM))
+
+
+def _error_result(error: AppError) -> ExecutionResult:
+    wrapped = GraphQLError(error.message, original_error=error)
+    return ExecutionResult(data=None, errors=present_errors([wrapped]))

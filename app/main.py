@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from tortoise import Tortoise
@@ -20,6 +21,12 @@ from app.runtime import start_services
 from app.settings import Settings, get_settings, tortoise_config
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+# What a browser page on an allowed origin may send and read (every route).
+CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-API-Key", "Accept", "X-Request-ID"]
+CORS_EXPOSED_HEADERS = ["X-Request-Id"]
+# Browsers keep a preflight answer this long (Chromium caps it at 2 hours).
+CORS_MAX_AGE_SECONDS = 7200
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -54,4 +61,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(BodySizeLimit, max_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RequestTimer)
     app.add_middleware(RequestContext)
+    # Outermost, so every answer (a 413 or an error too) carries the grant.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=CORS_ALLOWED_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        allow_credentials=True,
+        max_age=CORS_MAX_AGE_SECONDS,
+    )
     return app

@@ -6,12 +6,14 @@ code reads `os.environ`.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,28 @@ DEFAULT_ONBOARDING_REWARDS: dict[str, int] = {
     "GET_RESULTS": 300,
     "RUN_AGENTS": 300,
 }
+
+
+# Where a local frontend or the API itself runs while developing.
+DEV_ORIGINS = (
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "http://localhost:8000",
+    "http://127.0.0.1:8000",
+)
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of a URL, as browsers send it in `Origin`; "*" stays."""
+    if url.strip() == "*":
+        return "*"
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) origin")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 class InsecureSettingsError(RuntimeError):
@@ -122,14 +146,34 @@ class Settings(BaseSettings):
             return self.LOG_FORMAT == "json"
         return self.ENVIRONMENT != "dev"
 
-    # Only for the HTTP-level Origin check of browser websockets.
-    ALLOWED_ORIGINS: list[str] = Field(
-        default_factory=lambda: [
-            "http://localhost:3000",
-            "http://127.0.0.1:8000",
-            "http://localhost:8000",
-        ]
-    )
+    # Origins whose browser pages may use the API: HTTP CORS and the websocket
+    # Origin check. Unset: FRONTEND_BASE_URL's origin, plus DEV_ORIGINS in dev.
+    # A JSON list or comma-separated; "*" allows every origin.
+    ALLOWED_ORIGINS: Annotated[list[str] | None, NoDecode] = None
+
+    @field_validator("ALLOWED_ORIGINS", mode="before")
+    @classmethod
+    def _origin_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in (p.strip() for p in text.split(",")) if part]
+        return value
+
+    @field_validator("ALLOWED_ORIGINS")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [origin_of(origin) for origin in value]
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        if self.ALLOWED_ORIGINS is not None:
+            return list(self.ALLOWED_ORIGINS)
+        origins = [origin_of(self.FRONTEND_BASE_URL)]
+        if self.is_dev:
+            origins += [origin for origin in DEV_ORIGINS if origin not in origins]
+        return origins
 
     @field_validator("REDIS_PREFIX")
     @classmethod

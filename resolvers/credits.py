@@ -57,7 +57,7 @@ class CreditQueries:
     @strawberry.field(permission_classes=[SignedInUser])
     async def auto_top_up(self, info: Info) -> AutoTopUpConfig:
         config = await credits.get_auto_top_up(await info.context.user_id())
-        return AutoTopUpConfig(threshold=config.threshold, amount=config.amount)
+        return AutoTopUpConfig(threshold=config.threshold, amount=config.amount, id=config.user_id)
 
 
 @strawberry.type
@@ -101,7 +101,7 @@ class CreditMutations:
         config = await credits.configure_auto_top_up(
             info.context.settings, await info.context.user_id(), threshold, amount
         )
-        return AutoTopUpConfig(threshold=config.threshold, amount=config.amount)
+        return AutoTopUpConfig(threshold=config.threshold, amount=config.amount, id=config.user_id)
 
     @strawberry.mutation(
         permission_classes=[SignedInUser], description="A Stripe billing portal URL."

@@ -168,7 +168,11 @@ class ExecutionMutations:
         row = await executions.share_execution(await info.context.user_id(), id)
         token = str(row.share_token)
         base = info.context.settings.FRONTEND_BASE_URL.rstrip("/")
-        return ShareLink(share_url=f"{base}/share/{token}", share_token=token)
+        return ShareLink(
+            share_url=f"{base}/share/{token}",
+            share_token=token,
+            execution=Execution.from_model(row),
+        )
 
     @strawberry.mutation(permission_classes=[SignedInUser])
     async def unshare_execution(self, info: Info, id: strawberry.ID) -> Execution:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import strawberry
@@ -102,7 +103,7 @@ class GraphMutations:
         if settings.human_in_the_loop_safe_mode not in (None, strawberry.UNSET):
             changes["human_in_the_loop_safe_mode"] = settings.human_in_the_loop_safe_mode
         saved = await graphs.update_settings(await info.context.user_id(), id, changes)
-        return GraphSettings.from_dict(saved)
+        return GraphSettings.from_dict(uuid.UUID(str(id)), saved)
 
     @strawberry.mutation(
         permission_classes=[SignedInUser],

@@ -5,7 +5,7 @@ and gives every error its code."""
 from __future__ import annotations
 
 import strawberry
-from graphql import GraphQLInputField
+from graphql import GraphQLInputField, is_abstract_type
 from graphql.type.definition import GraphQLDefaultInput
 from graphql.utilities.value_to_literal import default_scalar_value_to_literal
 
@@ -71,6 +71,18 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     gate.bind(schema._schema)
     _give_json_defaults_a_literal(schema)
     return schema
+
+
+def possible_types(schema: strawberry.Schema) -> dict[str, list[str]]:
+    """Every union and interface with the object types it may hold, sorted: what
+    Apollo Client's InMemoryCache takes as `possibleTypes` (and urql's graphcache
+    reads from the schema) to match fragments on abstract types."""
+    core = schema._schema
+    return {
+        name: sorted(t.name for t in core.get_possible_types(named))
+        for name, named in sorted(core.type_map.items())
+        if is_abstract_type(named) and not name.startswith("__")
+    }
 
 
 def _give_json_defaults_a_literal(schema: strawberry.Schema) -> None:

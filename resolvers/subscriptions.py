@@ -7,9 +7,9 @@ from collections.abc import AsyncGenerator
 import strawberry
 
 from app.context import Info
-from app.errors import AppError, ErrorCode, not_found
-from app.events import Event
-from app.models import TERMINAL_STATUSES, ExecutionStatus
+from app.errors import AppError, ErrorCode, bad_input, not_found
+from app.events import Event, StreamPosition, SubscriberTooSlow
+from app.models import TERMINAL_STATUSES
 from app.services import executions, graphs
 from schema.permissions import CanReadExecution
 from schema.types.executions import (
@@ -33,16 +33,6 @@ def _to_graphql(event: Event) -> ExecutionStatusEvent | NodeExecutionEvent:
     )
 
 
-def _ends(event: Event, execution_id: str) -> bool:
-    """The terminal status event of this execution ends its stream."""
-    if event.kind != "execution":
-        return False
-    snapshot = event.data["execution"]
-    return snapshot["id"] == execution_id and ExecutionStatus(snapshot["status"]) in (
-        TERMINAL_STATUSES
-    )
-
-
 def _overflow() -> AppError:
     return AppError(ErrorCode.INTERNAL, "Subscriber fell too far behind; resubscribe with afterSeq")
 
@@ -52,9 +42,11 @@ class Subscription:
     @strawberry.subscription(
         permission_classes=[CanReadExecution],
         description=(
-            "Everything that happens to one execution. The first event is a snapshot of "
-            "the execution as it stands; the stream completes after the event that carries "
-            "a terminal status. afterSeq resumes after the last event a client saw."
+            "Everything that happens to one execution, in strictly increasing seq. Without "
+            "afterSeq the first event is a snapshot of the execution as it stands, carrying "
+            "the current seq, then every later event. With afterSeq (0 to the current seq) "
+            "there is no snapshot: every event after that seq, then live ones. The stream "
+            "completes right after the event that carries a terminal status."
         ),
     )
     async def execution_events(
@@ -65,27 +57,30 @@ class Subscription:
         if row is None:
             raise not_found("Execution")
         services = info.context.services
-        key = services.events.keys.stream(row.id)
-        seq_now = await services.events.current_seq(row.id)
-        # Listen from seq_now before reading the snapshot: nothing published in
-        # between is missed, and nothing at or before seq_now arrives twice.
-        async with services.hub.subscribe(key, f"{seq_now}-1" if seq_now else "0-0") as sub:
+        # Read before the snapshot: the snapshot is then at least as new as this
+        # seq, and the feed below starts exactly after it.
+        position = await services.events.position(row.id)
+        if after_seq is not None and not 0 <= after_seq <= position.seq:
+            raise bad_input(
+                f"afterSeq must be between 0 and the current seq ({position.seq})",
+                field="afterSeq",
+            )
+        if position.seq == 0 and row.status in TERMINAL_STATUSES:
+            # Its events expired (an hour after the end): nothing more will come.
+            position = StreamPosition(seq=0, ended=True)
+        if after_seq is None:
             await row.refresh_from_db()
-            yield ExecutionStatusEvent(seq=seq_now, execution=Execution.from_model(row))
-            if after_seq is not None and after_seq < seq_now:
-                for event in await services.events.after(row.id, after_seq, upto=seq_now):
-                    yield _to_graphql(event)
-                    if _ends(event, str(row.id)):
-                        return
-            if row.status in TERMINAL_STATUSES:
-                return
-            while True:
-                if sub.overflowed and sub.queue.empty():
-                    raise _overflow()
-                _, event = await sub.queue.get()
+            yield ExecutionStatusEvent(seq=position.seq, execution=Execution.from_model(row))
+        feed = services.events.follow(
+            services.hub, row.id, position.seq if after_seq is None else after_seq, position
+        )
+        try:
+            async for event in feed:
                 yield _to_graphql(event)
-                if _ends(event, str(row.id)):
-                    return
+        except SubscriberTooSlow:
+            raise _overflow() from None
+        finally:
+            await feed.aclose()
 
     @strawberry.subscription(
         permission_classes=[CanReadExecution],

@@ -267,7 +267,10 @@ class GraphQLWebSocket:
 
     async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
         while True:
-            message = json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+            frame = await asyncio.wait_for(self.connection.recv(), timeout)
+            # Browser clients (graphql-ws, Apollo, GraphiQL) read text frames only.
+            assert isinstance(frame, str), f"binary websocket frame: {frame[:80]!r}"
+            message = json.loads(frame)
             if message.get("type") == "ping":
                 await self.send({"type": "pong"})
                 continue
@@ -319,3 +322,38 @@ async def graphql_ws(
             ack = await client.receive()
             assert ack["type"] == "connection_ack", ack
         yield client
+
+
+MULTIPART_ACCEPT = 'multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json'
+
+
+async def multipart_parts(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON bodies of a multipart/mixed subscription response (Apollo's
+    protocol), heartbeats (`{}`) included, as they arrive."""
+    boundary = "\r\n--graphql"
+    buffer = ""
+    async for chunk in response.aiter_text():
+        buffer += chunk
+        while boundary in buffer:
+            part, buffer = buffer.split(boundary, 1)
+            _, _, body = part.partition("\r\n\r\n")
+            if body.strip():
+                yield json.loads(body)
+        if buffer.startswith("--"):
+            return  # the closing delimiter
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) of a text/event-stream response, as they arrive; comments skipped."""
+    buffer = ""
+    async for chunk in response.aiter_text():
+        buffer += chunk.replace("\r\n", "\n")
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            fields = dict(
+                line.split(": ", 1) if ": " in line else (line.rstrip(":"), "")
+                for line in block.split("\n")
+                if line and not line.startswith(":")
+            )
+            if fields:
+                yield fields.get("event", "message"), fields.get("data", "")

@@ -10,9 +10,18 @@ retyped or given another default.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
-from graphql import DangerousChangeType, build_schema, find_breaking_changes, find_dangerous_changes
+from graphql import (
+    DangerousChangeType,
+    build_schema,
+    find_breaking_changes,
+    find_dangerous_changes,
+    is_abstract_type,
+)
 
 from app.settings import get_settings
 from resolvers.root import build_schema as build_our_schema
@@ -66,3 +75,28 @@ def test_committed_sdl_is_current():
     assert committed.strip() == build_our_schema(get_settings()).as_str().strip(), (
         "schema.graphql is stale: run `make schema`"
     )
+
+
+def test_committed_possible_types_are_current():
+    """possible-types.json (Apollo's `possibleTypes`) names every union and
+    interface with all its members, as `make schema` writes it."""
+    committed = json.loads((ROOT / "possible-types.json").read_text())
+    exported = _exported()
+    abstract = {
+        name: sorted(t.name for t in exported.get_possible_types(named))
+        for name, named in exported.type_map.items()
+        if is_abstract_type(named) and not name.startswith("__")
+    }
+    assert abstract, "the schema has unions (ExecutionEvent)"
+    assert committed == abstract, "possible-types.json is stale: run `make schema`"
+
+
+def test_export_schema_prints_the_possible_types():
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "export-schema", "--possible-types"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout) == json.loads((ROOT / "possible-types.json").read_text())

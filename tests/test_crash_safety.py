@@ -13,6 +13,7 @@ executions: what completed is neither run nor charged again.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator
 
@@ -84,9 +85,16 @@ async def collect_events(ws, execution_id: str) -> list[dict]:
     return events
 
 
-async def crash_and_resume(stack: OwnStack, user, end_first_worker) -> None:
+async def crash_and_resume(
+    stack: OwnStack, user, end_first_worker, *, second_waits: bool = False
+) -> None:
     """Run CHAIN on worker A, end A with `end_first_worker(A, B)` while the long
-    Wait runs, and check that B finishes the run exactly as if nothing happened."""
+    Wait runs, and check that B finishes the run exactly as if nothing happened.
+
+    With `second_waits`, B is started before the run but held (SIGSTOP) so that
+    A takes the job; `end_first_worker` lets it go (SIGCONT). Starting B only
+    once the long Wait runs would race with it: on a busy machine a worker takes
+    seconds to start, and A could finish the run meanwhile."""
     gql = stack.gql
     graph = await create_graph(gql, user, CHAIN)
     ids = node_ids(CHAIN, graph)
@@ -94,6 +102,9 @@ async def crash_and_resume(stack: OwnStack, user, end_first_worker) -> None:
     first = stack.worker()
     second = stack.worker()
     await first.start()
+    if second_waits:
+        await second.start()
+        second.process.send_signal(signal.SIGSTOP)
     try:
         async with graphql_ws(stack.api.ws_url, {"Authorization": f"Bearer {user.token}"}) as ws:
             started = await execute(gql, user, graph["id"], {"text": "hello"})
@@ -105,6 +116,8 @@ async def crash_and_resume(stack: OwnStack, user, end_first_worker) -> None:
             events = await events_task
     finally:
         first.kill()
+        if second.process is not None and second.process.poll() is None:
+            second.process.send_signal(signal.SIGCONT)
         await second.stop()
 
     assert started["id"] in first.log()
@@ -161,10 +174,11 @@ async def test_killed_worker_run_resumes_on_another_worker(stack, user):
 
 async def test_worker_stopped_mid_run_hands_the_run_to_another(stack, user):
     async def shut_down(first: WorkerProcess, second: WorkerProcess) -> None:
-        await second.start()  # already waiting while A shuts down, as in a rolling deploy
+        # B is already waiting while A shuts down, as in a rolling deploy.
+        second.process.send_signal(signal.SIGCONT)
         await first.stop()  # SIGTERM: arq cancels the job and puts it back
 
-    await crash_and_resume(stack, user, shut_down)
+    await crash_and_resume(stack, user, shut_down, second_waits=True)
 
 
 async def test_stop_after_the_worker_died_ends_the_run(stack, user):

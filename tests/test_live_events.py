@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.conftest import TEST_ENV
-from tests.execution_helpers import execute, wait_for_end
+from tests.execution_helpers import execute, wait_for_end, wait_for_status
 from tests.graph_builders import create_graph, link, node
 from tests.harness import ApiServer, graphql_ws
 
@@ -61,21 +59,83 @@ async def test_resume_after_seq_has_no_gap_and_no_duplicate(api, gql, user, work
     started = await execute(gql, user, graph["id"], {"text": "again"})
     await wait_for_end(gql, user, started["id"])
     async with graphql_ws(api.ws_url, auth(user)) as ws:
-        everything, _ = await collect(ws, EVENTS, {"id": started["id"], "after": 0})
-        full = everything[1:]
+        # afterSeq=0: every event from the first, no snapshot.
+        full, ended = await collect(ws, EVENTS, {"id": started["id"], "after": 0})
+        assert ended == "complete"
         assert [e["seq"] for e in full] == list(range(1, len(full) + 1))
         assert full[0]["execution"]["status"] == "QUEUED"
         assert full[-1]["execution"]["status"] == "COMPLETED"
         for k in (1, 3, len(full) - 1):
             resumed, ended = await collect(ws, EVENTS, {"id": started["id"], "after": k})
             assert ended == "complete"
-            assert resumed[0]["__typename"] == "ExecutionStatusEvent"  # the snapshot
-            assert [e["seq"] for e in resumed[1:]] == list(range(k + 1, len(full) + 1))
-            assert resumed[1:] == full[k:]
-        # Without afterSeq an ended execution gives its snapshot and completes.
+            # No snapshot: exactly the events after k, the same ones as before.
+            assert [e["seq"] for e in resumed] == list(range(k + 1, len(full) + 1))
+            assert resumed == full[k:]
+        # Resuming after the last event: nothing is missing, the stream just ends.
+        resumed, ended = await collect(ws, EVENTS, {"id": started["id"], "after": len(full)})
+        assert (resumed, ended) == ([], "complete")
+        # Without afterSeq an ended execution gives its snapshot (carrying the
+        # current seq) and completes.
         only, ended = await collect(ws, EVENTS, {"id": started["id"]})
         assert ended == "complete" and len(only) == 1
+        assert only[0]["seq"] == len(full)
         assert only[0]["execution"]["status"] == "COMPLETED"
+
+
+async def test_after_seq_outside_zero_to_the_current_seq_is_bad_user_input(api, gql, user, worker):
+    graph = await create_graph(gql, user)
+    started = await execute(gql, user, graph["id"], {"text": "x"})
+    await wait_for_end(gql, user, started["id"])
+    async with graphql_ws(api.ws_url, auth(user)) as ws:
+        full, _ = await collect(ws, EVENTS, {"id": started["id"], "after": 0})
+        for after in (-1, -2, -(2**31), len(full) + 1, 2**31 - 1):
+            op_id = await ws.subscribe(EVENTS, {"id": started["id"], "after": after})
+            messages = [m async for m in ws.results(op_id)]
+            assert messages[0]["type"] in ("next", "error"), messages
+            payload = messages[0]["payload"]
+            errors = payload if isinstance(payload, list) else payload["errors"]
+            assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT", (after, errors)
+            assert str(len(full)) in errors[0]["message"]
+
+
+async def test_a_client_that_reconnects_with_the_highest_seq_it_saw_misses_nothing(
+    api, gql, user, worker
+):
+    """Read a running execution's stream, drop the connection part-way, resume
+    with afterSeq = the highest seq seen: together, every event once, in order."""
+    graph = await create_graph(
+        gql,
+        user,
+        {
+            "name": "three waits",
+            "nodes": [
+                node("a", "Wait", input="x", seconds=0.3),
+                node("b", "Wait", seconds=0.3),
+                node("o", "AgentOutput", name="o"),
+            ],
+            "links": [link("a", "output", "b", "input"), link("b", "output", "o", "value")],
+        },
+    )
+    started = await execute(gql, user, graph["id"])
+    seen: list[dict] = []
+    async with graphql_ws(api.ws_url, auth(user)) as ws:
+        op_id = await ws.subscribe(EVENTS, {"id": started["id"]})
+        async for message in ws.results(op_id, timeout=30):
+            assert message["type"] == "next", message
+            seen.append(message["payload"]["data"]["executionEvents"])
+            if len(seen) == 3:
+                break  # the connection goes away mid-run
+    highest = max(e["seq"] for e in seen)
+    async with graphql_ws(api.ws_url, auth(user)) as ws:
+        rest, ended = await collect(ws, EVENTS, {"id": started["id"], "after": highest})
+        assert ended == "complete"
+        full, _ = await collect(ws, EVENTS, {"id": started["id"], "after": 0})
+    seqs = [e["seq"] for e in seen] + [e["seq"] for e in rest]
+    # Strictly increasing across both connections, and nothing after the snapshot missing.
+    assert seqs == sorted(set(seqs)), seqs
+    assert [e["seq"] for e in rest] == list(range(highest + 1, len(full) + 1))
+    assert rest == full[highest:]
+    assert rest[-1]["execution"]["status"] == "COMPLETED"
 
 
 async def test_subscriber_joining_mid_run_sees_the_rest(api, gql, user, worker):
@@ -92,10 +152,11 @@ async def test_subscriber_joining_mid_run_sees_the_rest(api, gql, user, worker):
         },
     )
     started = await execute(gql, user, graph["id"])
-    await asyncio.sleep(0.3)
+    await wait_for_status(gql, user, started["id"], {"RUNNING"})
     async with graphql_ws(api.ws_url, auth(user)) as ws:
         events, ended = await collect(ws, EVENTS, {"id": started["id"]})
     assert ended == "complete"
+    assert events[0]["execution"]["status"] in ("RUNNING", "COMPLETED")
     assert events[-1]["execution"]["status"] == "COMPLETED"
     assert events[-1]["execution"]["outputs"] == {"o": ["done"]}
 
@@ -104,7 +165,16 @@ async def test_graph_execution_events_stream_every_run_of_the_graph(api, gql, us
     graph = await create_graph(gql, user)
     async with graphql_ws(api.ws_url, auth(user)) as ws:
         op_id = await ws.subscribe(GRAPH_EVENTS, {"id": graph["id"]})
-        await asyncio.sleep(0.2)
+        # The subscription is live once a probe run's end reaches it.
+        probe = await execute(gql, user, graph["id"], {"text": "probe"})
+        async for message in ws.results(op_id, timeout=30):
+            event = message["payload"]["data"]["graphExecutionEvents"]
+            if event["execution"] == {
+                **event["execution"],
+                "id": probe["id"],
+                "status": "COMPLETED",
+            }:
+                break
         runs = [await execute(gql, user, graph["id"], {"text": str(i)}) for i in range(2)]
         seen: dict[str, list[str]] = {r["id"]: [] for r in runs}
         async for message in ws.results(op_id, timeout=30):

@@ -90,6 +90,9 @@ class RefundRequest:
 class AutoTopUpConfig:
     threshold: int
     amount: int
+    id: strawberry.ID = strawberry.field(
+        description="The user's id: one per user, so client caches keep a single copy."
+    )
 
 
 @strawberry.type

@@ -188,6 +188,9 @@ class ExecutionConnection:
 class ShareLink:
     share_url: str
     share_token: str
+    execution: Execution = strawberry.field(
+        description="The execution now shared (isShared, shareToken), to refresh client caches."
+    )
 
 
 @strawberry.type

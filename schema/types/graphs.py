@@ -75,11 +75,15 @@ class GraphSettings:
     human_in_the_loop_safe_mode: bool = strawberry.field(
         description="Ask a person before running nodes marked sensitive."
     )
+    id: strawberry.ID = strawberry.field(
+        description="The graph's id: settings belong to the graph, not to one version."
+    )
 
     @classmethod
-    def from_dict(cls, settings: dict) -> GraphSettings:
+    def from_dict(cls, graph_id: uuid.UUID | str, settings: dict) -> GraphSettings:
         return cls(
-            human_in_the_loop_safe_mode=bool(settings.get("human_in_the_loop_safe_mode", True))
+            human_in_the_loop_safe_mode=bool(settings.get("human_in_the_loop_safe_mode", True)),
+            id=strawberry.ID(str(graph_id)),
         )
 
 
@@ -137,7 +141,7 @@ class Graph:
         entry = await info.context.loaders.library_entries.load(
             (self.owner_id, uuid.UUID(str(self.id)))
         )
-        return GraphSettings.from_dict(entry.settings) if entry else None
+        return GraphSettings.from_dict(self.id, entry.settings) if entry else None
 
     @classmethod
     def from_model(cls, row: models.Graph, for_export: bool = False) -> Graph:

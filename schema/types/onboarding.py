@@ -27,6 +27,9 @@ class Onboarding:
     onboarding_agent_execution_id: strawberry.ID | None
     agent_runs: int
     updated_at: datetime | None
+    id: strawberry.ID = strawberry.field(
+        description="The user's id: one per user, so client caches keep a single copy."
+    )
 
     @classmethod
     def from_model(cls, row: models.UserOnboarding) -> Onboarding:
@@ -44,6 +47,7 @@ class Onboarding:
             onboarding_agent_execution_id=row.onboarding_agent_execution_id,
             agent_runs=row.agent_runs,
             updated_at=row.updated_at,
+            id=row.user_id,  # type: ignore[attr-defined]
         )
 
 

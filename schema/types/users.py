@@ -23,6 +23,9 @@ class NotificationSetting:
 class NotificationPreferences:
     settings: list[NotificationSetting]
     daily_limit: int
+    id: strawberry.ID = strawberry.field(
+        description="The user's id: one per user, so client caches keep a single copy."
+    )
 
     @classmethod
     def from_model(cls, row: models.NotificationPreferences) -> NotificationPreferences:
@@ -32,6 +35,7 @@ class NotificationPreferences:
                 for kind, on in users.notification_settings(row)
             ],
             daily_limit=row.daily_limit,
+            id=row.user_id,  # type: ignore[attr-defined]
         )
 
 
