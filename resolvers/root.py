@@ -12,14 +12,20 @@ from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.extensions.max_aliases import create_validator as create_alias_limit_rule
 
 from app.settings import Settings
+from resolvers.admin import AdminMutations, AdminQueries
 from resolvers.api_keys import ApiKeyMutations, ApiKeyQueries
 from resolvers.blocks import BlockMutations, BlockQueries
 from resolvers.credits import CreditMutations, CreditQueries
 from resolvers.executions import ExecutionMutations, ExecutionQueries
 from resolvers.graphs import GraphMutations, GraphQueries
+from resolvers.notifications import (
+    NotificationMutations,
+    NotificationQueries,
+    NotificationSubscription,
+)
 from resolvers.onboarding import OnboardingMutations, OnboardingQueries
 from resolvers.schedules import ScheduleMutations, ScheduleQueries
-from resolvers.subscriptions import Subscription
+from resolvers.subscriptions import Subscription as ExecutionSubscription
 from resolvers.users import UserMutations, UserQueries
 from schema.executor import AgentGraphExecutor
 from schema.extensions import CachedParse, CachedValidation, ErrorCodes
@@ -46,6 +52,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ExecutionQueries,
         ScheduleQueries,
         ApiKeyQueries,
+        NotificationQueries,
+        AdminQueries,
     ):
         pass
 
@@ -59,7 +67,13 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ExecutionMutations,
         ScheduleMutations,
         ApiKeyMutations,
+        NotificationMutations,
+        AdminMutations,
     ):
+        pass
+
+    @strawberry.type
+    class Subscription(ExecutionSubscription, NotificationSubscription):
         pass
 
     # Built once: the validation cache keys on the rules, so they must be the

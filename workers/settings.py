@@ -11,12 +11,20 @@ from tortoise import Tortoise
 from app.clients.redis import arq_health_check_key, arq_queue_name, arq_redis_settings
 from app.events import EventPublisher
 from app.services.auto_top_up import QueuedAutoTopUp
+from app.services.notifications import Notifier
 from app.settings import get_settings, tortoise_config
 from workers.engine.context import EngineContext
 from workers.jobs.auto_top_up import auto_top_up
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events
+from workers.jobs.notifications import (
+    EMAIL_MAX_TRIES,
+    create_daily_summaries,
+    send_notification_digest,
+    send_notification_email,
+    sweep_notification_mail,
+)
 from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.lease import leased
 
@@ -28,11 +36,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings.check_secrets()
     await Tortoise.init(config=tortoise_config(settings.DATABASE_URL), _enable_global_fallback=True)
     ctx["settings"] = settings
+    ctx["notifier"] = notifier = Notifier(settings, ctx["redis"])
     ctx["engine"] = EngineContext(
         settings=settings,
         redis=ctx["redis"],
         publisher=EventPublisher(ctx["redis"], settings.REDIS_PREFIX),
-        auto_top_up=QueuedAutoTopUp(ctx["redis"]),
+        auto_top_up=QueuedAutoTopUp(ctx["redis"], notifier),
+        notifier=notifier,
     )
     # Every worker runs the scheduler unless told not to (a worker kept for
     # one kind of job); the database claim makes several of them safe.
@@ -59,6 +69,10 @@ def worker_settings() -> type:
             # keep_result=0: a later drop below the threshold can ask again.
             func(leased(auto_top_up), timeout=120, keep_result=0),
             func(leased(prune_processed_stripe_events)),
+            func(leased(send_notification_email), timeout=120, max_tries=EMAIL_MAX_TRIES),
+            func(leased(send_notification_digest), timeout=120, max_tries=EMAIL_MAX_TRIES),
+            func(leased(create_daily_summaries), timeout=600),
+            func(leased(sweep_notification_mail), timeout=120),
         ]
         cron_jobs = [
             cron(
@@ -75,6 +89,21 @@ def worker_settings() -> type:
                 unique=True,
                 run_at_startup=True,
                 timeout=600,
+            ),
+            # Each user's previous day is summed up after their midnight.
+            cron(
+                leased(create_daily_summaries),
+                minute={7},
+                unique=True,
+                run_at_startup=False,
+                timeout=600,
+            ),
+            cron(
+                leased(sweep_notification_mail),
+                minute=set(range(3, 60, 5)),
+                unique=True,
+                run_at_startup=True,
+                timeout=120,
             ),
         ]
         on_startup = startup

@@ -1,10 +1,13 @@
 """Tortoise models, one module per domain. Tortoise discovers them from here."""
 
+from app.models.admin import AdminAction, AdminAuditEntry
 from app.models.api_keys import ApiKey, ApiKeyPermission, ApiKeyStatus
 from app.models.credits import (
     AutoTopUpConfig,
     CreditTransaction,
     CreditTransactionType,
+    Dispute,
+    DisputeDecision,
     ProcessedStripeEvent,
     RefundRequest,
     RefundRequestStatus,
@@ -19,6 +22,7 @@ from app.models.executions import (
 )
 from app.models.files import UploadedFile
 from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, StoreListingVersion
+from app.models.notifications import EmailStatus, Notification
 from app.models.schedules import Schedule
 from app.models.users import (
     FeatureFlagOverride,
@@ -30,9 +34,11 @@ from app.models.users import (
 )
 
 __models__ = [
+    AdminAuditEntry,
     ApiKey,
     AutoTopUpConfig,
     CreditTransaction,
+    Dispute,
     Execution,
     FeatureFlagOverride,
     Graph,
@@ -40,6 +46,7 @@ __models__ = [
     Link,
     Node,
     NodeExecution,
+    Notification,
     NotificationPreferences,
     ProcessedStripeEvent,
     RefundRequest,
@@ -54,12 +61,17 @@ __models__ = [
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AdminAction",
+    "AdminAuditEntry",
     "ApiKey",
     "ApiKeyPermission",
     "ApiKeyStatus",
     "AutoTopUpConfig",
     "CreditTransaction",
     "CreditTransactionType",
+    "Dispute",
+    "DisputeDecision",
+    "EmailStatus",
     "Execution",
     "ExecutionStatus",
     "FeatureFlagOverride",
@@ -69,6 +81,7 @@ __all__ = [
     "Link",
     "Node",
     "NodeExecution",
+    "Notification",
     "NotificationPreferences",
     "NotificationType",
     "OnboardingStep",

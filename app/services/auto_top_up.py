@@ -2,7 +2,8 @@
 
 The engine calls `balance_dropped` after every charge. Crossing the threshold
 enqueues one `auto_top_up` job per user (deduplicated by its job id while it
-waits), so a burst of node runs asks for one top-up, off the node's path.
+waits), so a burst of node runs asks for one top-up, off the node's path. The
+same drop is where the low-balance notification is decided.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol
 from arq import ArqRedis
 
 from app.models import AutoTopUpConfig
+from app.services.notifications import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,13 @@ class AutoTopUp(Protocol):
 
 
 class QueuedAutoTopUp:
-    def __init__(self, arq: ArqRedis) -> None:
+    def __init__(self, arq: ArqRedis, notifier: Notifier | None = None) -> None:
         self.arq = arq
+        self.notifier = notifier
 
     async def balance_dropped(self, user_id: uuid.UUID, before: int, after: int) -> None:
+        if self.notifier is not None:
+            await self.notifier.balance_dropped(user_id, before, after)
         config = await AutoTopUpConfig.get_or_none(user_id=user_id)
         if config is None or config.amount <= 0:
             return

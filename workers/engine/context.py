@@ -10,6 +10,7 @@ from arq import ArqRedis
 from app.clients.redis import metrics_counter_key
 from app.events import EventPublisher
 from app.services.auto_top_up import AutoTopUp
+from app.services.notifications import Notifier
 from app.settings import Settings
 
 
@@ -19,6 +20,8 @@ class EngineContext:
     redis: ArqRedis
     publisher: EventPublisher
     auto_top_up: AutoTopUp
+    # Tells owners when their scheduled or long runs end (None: nobody is told).
+    notifier: Notifier | None = None
     # Independent ready nodes of one execution that run at the same time.
     node_concurrency: int = 16
 

@@ -45,6 +45,7 @@ from app.models import (
 )
 from app.services import ledger
 from app.services.executions import node_execution_snapshot, publish_status
+from app.services.notifications import notify_run_ended
 from app.storable import first_unstorable
 from workers.engine.context import EngineContext
 from workers.engine.stats import execution_stats
@@ -304,6 +305,7 @@ class GraphRun:
         )
         await publish_status(self.engine.publisher, execution)
         await self.engine.count("executions", status)
+        await notify_run_ended(self.engine.notifier, execution)
         return status
 
     # ------------------------------------------------------------ one node
