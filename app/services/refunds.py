@@ -299,6 +299,22 @@ async def _approve(
             metadata=_refund_metadata(request),
             idempotency_key=f"refund-request-{request.id}",
         )
+        now = utcnow()
+        # Decided inside the lock: whoever waits for it finds it APPROVED, and so
+        # does Stripe's refund.created for this refund.
+        await (
+            RefundRequest.filter(id=request_id)
+            .using_db(conn)
+            .update(
+                status=RefundRequestStatus.APPROVED,
+                refund_id=refund_id,
+                amount=amount,
+                result=f"Approved; refunded through Stripe ({refund_id})",
+                decided_by=admin.user_id,
+                decided_at=now,
+                updated_at=now,
+            )
+        )
         await record_audit(
             admin,
             AdminAction.APPROVE_REFUND,
@@ -306,14 +322,9 @@ async def _approve(
             details={"refundRequestId": str(request.id), "amount": amount, "refund": refund_id},
             using_db=conn,
         )
-    await _refunded(
-        notifier,
-        request,
-        refund_id,
-        amount,
-        result=f"Approved; refunded through Stripe ({refund_id})",
-        decided_by=admin.user_id,
-    )
+    user_id = request.user_id  # type: ignore[attr-defined]
+    await credits.record_refund(user_id, refund_id, amount, "Refund of a top-up")
+    await _notify_decided(notifier, request.id, user_id, RefundRequestStatus.APPROVED, amount)
     await request.refresh_from_db()
     return request
 
