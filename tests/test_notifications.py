@@ -10,6 +10,7 @@ run's arq job is complete, never after a pause.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -405,3 +406,43 @@ async def test_concurrent_notifications_respect_the_daily_limit(gql, worker, per
     assert len(statuses) == 10
     assert sum(s in ("PENDING", "SENT") for s in statuses) == 3
     assert statuses.count("DIGEST") == 7
+
+
+async def test_the_sweep_sends_mail_whose_enqueue_was_lost(gql, worker, smtp_server, person, queue):
+    """What a process that died between its commit and its enqueue leaves: a
+    PENDING email and a digest nobody scheduled. The sweep (every five minutes)
+    enqueues both."""
+    from app.models import EmailStatus, NotificationType
+
+    now = datetime.now(UTC)
+    stranded = await Notification.create(
+        id=uuid.uuid4(),
+        user_id=person.id,
+        type=NotificationType.AGENT_RUN,
+        key=f"test-stranded:{person.id}",
+        title="A stranded notification",
+        body="Its email was never enqueued.",
+        created_at=now - timedelta(minutes=5),
+        day=now.date().isoformat(),
+        email_status=EmailStatus.PENDING,
+    )
+    old_day = (now - timedelta(days=2)).date().isoformat()
+    await Notification.create(
+        id=uuid.uuid4(),
+        user_id=person.id,
+        type=NotificationType.AGENT_RUN,
+        key=f"test-undigested:{person.id}",
+        title="Beyond an old day's limit",
+        body="Its digest was never scheduled.",
+        created_at=now - timedelta(days=2),
+        day=old_day,
+        email_status=EmailStatus.DIGEST,
+    )
+    await queue.run("sweep_notification_mail")
+    mails = await smtp_server.wait_for(person.email, 2)
+    assert sorted(m["Subject"] for m in mails) == [
+        f"1 more notification from {old_day}",
+        "A stranded notification",
+    ]
+    await wait_for_notifications(gql, person, 1, emailStatus="SENT", id=str(stranded.id))
+    await wait_for_notifications(gql, person, 1, emailStatus="DIGESTED")

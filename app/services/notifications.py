@@ -195,12 +195,14 @@ class Notifier:
         )
 
     async def enqueue_digest(self, user_id: uuid.UUID, day: str, zone: ZoneInfo) -> None:
+        due = day_end(day, zone) + DIGEST_GRACE
         await self.redis.enqueue_job(
             DIGEST_JOB,
             str(user_id),
             day,
             _job_id=digest_job_id(user_id, day),
-            _defer_until=day_end(day, zone) + DIGEST_GRACE,
+            # A day that is over already (the sweep's catch-up) goes at once.
+            _defer_until=due if due > utcnow() else None,
         )
 
     # ------------------------------------------------------------ hooks

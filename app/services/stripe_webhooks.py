@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 CHECKOUT_PAID = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 DISPUTE_EVENTS = ("charge.dispute.created", "charge.dispute.closed")
 HANDLED = (*CHECKOUT_PAID, *DISPUTE_EVENTS, "refund.created")
-# Stripe's ids (evt_…, cs_…, pi_…, ch_…, dp_…, re_…) and event types.
-_STRIPE_ID = re.compile(r"[A-Za-z0-9_\-]{1,255}")
+# Stripe's ids (evt_…, cs_…, pi_…, ch_…, dp_…, re_…; well under 100 characters,
+# and short enough that our keys built from them fit in 255) and event types.
+_STRIPE_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 _EVENT_TYPE = re.compile(r"[a-z0-9_.]{1,100}")
 # Refunds that moved no money.
 _UNPAID_REFUND = ("failed", "canceled")
