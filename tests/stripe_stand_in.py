@@ -16,10 +16,13 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import stripe
 import uvicorn
 from starlette.applications import Starlette
@@ -68,6 +71,10 @@ class StripeStandIn:
     disputes: dict[str, dict] = field(default_factory=dict)
     requests: list[Request_] = field(default_factory=list)
     declining: set[str] = field(default_factory=set)
+    # Where Stripe sends its events (set with `sending_events_to`), and the
+    # HTTP statuses of what it sent.
+    webhook: tuple[str, str] | None = None
+    deliveries: list[int] = field(default_factory=list)
     _idempotent: dict[tuple[str, str], tuple[int, dict]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -128,7 +135,10 @@ class StripeStandIn:
                     return _missing("checkout.session", sid)
                 return 200, self.sessions[sid]
             case ("POST", ["refunds"]):
-                return self._new_refund(params)
+                status, refund = self._new_refund(params)
+                if status == 200:
+                    self._emit("refund.created", refund)
+                return status, refund
             case ("POST", ["billing_portal", "sessions"]):
                 if params.get("customer") not in self.customers:
                     return _missing("customer", params.get("customer"))
@@ -282,6 +292,36 @@ class StripeStandIn:
             params["customer"], int(params["amount"]), params.get("metadata", {})
         )
         return 200, self.intents[intent_id]
+
+    # ------------------------------------------------------------ events
+
+    @contextmanager
+    def sending_events_to(self, url: str, secret: str) -> Iterator[None]:
+        """Within the block, objects made through the API send their events the
+        way Stripe does: signed, in the background, racing the API's answer."""
+        self.webhook = (url, secret)
+        self._senders: list[threading.Thread] = []
+        try:
+            yield
+        finally:
+            for sender in self._senders:
+                sender.join(timeout=30)
+            self.webhook = None
+
+    def _emit(self, event_type: str, obj: dict) -> None:
+        if self.webhook is None:
+            return
+        url, secret = self.webhook
+        payload = event_payload(event_type, dict(obj))
+
+        def send() -> None:
+            response = httpx.post(url, content=payload, headers=signed(payload, secret), timeout=30)
+            with self._lock:
+                self.deliveries.append(response.status_code)
+
+        sender = threading.Thread(target=send, daemon=True)
+        self._senders.append(sender)
+        sender.start()
 
     # ------------------------------------------------------------ the customer's side
 

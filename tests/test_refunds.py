@@ -13,6 +13,7 @@ import pytest
 
 from app.clock import utcnow
 from app.models import CreditTransaction, RefundRequest
+from tests.conftest import STRIPE_WEBHOOK_SECRET
 from tests.notification_helpers import wait_for_notifications
 from tests.stripe_stand_in import event_payload
 from tests.test_credits import balance, paid_top_up, post_event
@@ -279,3 +280,40 @@ async def test_concurrent_decisions_refund_at_most_once(
     refunded = refunds_of(stripe_stand_in, key)
     assert len(refunded) == (1 if status == "APPROVED" else 0)
     assert await refund_rows(person) == ([-1000] if status == "APPROVED" else [])
+
+
+async def test_stripes_own_events_racing_our_answers_change_the_ledger_once(
+    stripe_gql, stripe_api, stripe_stand_in, admin, new_user
+):
+    """The stand-in sends refund.created itself, in the background, as soon as
+    it makes a refund: the event races the mutation that asked for it."""
+    people = []
+    for _ in range(3):
+        quick, slow = new_user(), new_user()
+        for someone in (quick, slow):
+            await stripe_gql.ok("{ me { id } }", token=someone.token)
+        quick_key = await paid_top_up(stripe_gql, stripe_api, stripe_stand_in, quick, 500)
+        _, pending = await pending_request(stripe_gql, stripe_api, stripe_stand_in, slow, admin)
+        people.append((quick, quick_key, slow, pending))
+    deliveries = len(stripe_stand_in.deliveries)
+    with stripe_stand_in.sending_events_to(
+        f"{stripe_api.base_url}/api/stripe/webhook", STRIPE_WEBHOOK_SECRET
+    ):
+        for quick, quick_key, _, pending in people:
+            auto = (await stripe_gql.ok(REFUND, {"k": quick_key, "r": "x"}, token=quick.token))[
+                "refundTopUp"
+            ]
+            assert auto["status"] == "APPROVED"
+            approved = (await stripe_gql.ok(APPROVE, {"id": pending["id"]}, token=admin.token))[
+                "approveRefundRequest"
+            ]
+            assert approved["status"] == "APPROVED"
+    assert stripe_stand_in.deliveries[deliveries:] == [200] * 6
+    for quick, _, slow, pending in people:
+        assert await refund_rows(quick) == [-500]
+        assert await refund_rows(slow) == [-1000]
+        for someone in (quick, slow):
+            notes = await wait_for_notifications(stripe_gql, someone, 1, type="REFUND_PROCESSED")
+            assert len(notes) == 1
+        row = await RefundRequest.get(id=pending["id"])
+        assert row.decided_by == admin.id

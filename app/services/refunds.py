@@ -61,6 +61,16 @@ def payment_intent_of(top_up: CreditTransaction) -> str | None:
 async def refund_top_up(
     settings: Settings, notifier: Notifier, user_id: uuid.UUID, transaction_key: str, reason: str
 ) -> RefundRequest:
+    """Shielded: a client that goes away cannot stop it between Stripe's refund
+    and its record (refund.created would still record it, but later)."""
+    return await asyncio.shield(
+        _refund_top_up(settings, notifier, user_id, transaction_key, reason)
+    )
+
+
+async def _refund_top_up(
+    settings: Settings, notifier: Notifier, user_id: uuid.UUID, transaction_key: str, reason: str
+) -> RefundRequest:
     reason = check_reason(reason)
     top_up = await CreditTransaction.get_or_none(
         key=transaction_key, user_id=user_id, type=CreditTransactionType.TOP_UP, is_active=True
