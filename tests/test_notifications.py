@@ -181,10 +181,17 @@ async def test_the_eleventh_notification_of_a_day_goes_into_the_digest(
 
 async def test_mail_is_retried_until_the_server_takes_it(gql, worker, smtp_server, person, queue):
     smtp_server.temporary_failures[person.email] = 2
-    graph = await create_graph(gql, person, failing_graph())
+    name = "<img src=x onerror=alert(1)>\r\nBcc: someone@example.com"
+    graph = await create_graph(gql, person, failing_graph(name))
     [run] = await scheduled_runs(gql, person, graph["id"], 1, "not json")
     [mail] = await smtp_server.wait_for(person.email, 1)
-    assert "failed" in mail["Subject"]
+    # A name the user chose stays text: escaped in HTML, one line in the subject.
+    assert mail["Subject"] == (
+        "Your scheduled run of <img src=x onerror=alert(1)> Bcc: someone@example.com failed"
+    )
+    assert mail["Bcc"] is None
+    _, html = bodies(mail)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img" not in html
     [note] = await wait_for_notifications(gql, person, 1, emailStatus="SENT")
     assert smtp_server.attempts[person.email] == 3
     notification = await Notification.get(id=note["id"])

@@ -103,7 +103,8 @@ def render_notification(settings: Settings, row: Notification, email: str) -> Ma
     }
     return Mail(
         to=email,
-        subject=row.title,
+        # Titles carry names users chose: no line breaks in a header.
+        subject=" ".join(row.title.split()),
         text=_templates.get_template("notification.txt").render(values),
         html=_templates.get_template("notification.html").render(values),
         message_id=_message_id(f"notification-{row.id}"),
