@@ -317,3 +317,22 @@ async def test_stripes_own_events_racing_our_answers_change_the_ledger_once(
             assert len(notes) == 1
         row = await RefundRequest.get(id=pending["id"])
         assert row.decided_by == admin.id
+
+
+async def test_a_dashboard_refund_after_a_rejection_still_counts_once(
+    stripe_gql, stripe_api, stripe_stand_in, person, admin
+):
+    """Money that left through Stripe's dashboard left, whatever was decided here."""
+    key, request = await pending_request(stripe_gql, stripe_api, stripe_stand_in, person, admin)
+    await stripe_gql.ok(REJECT, {"id": request["id"], "r": "no"}, token=admin.token)
+    refund = stripe_stand_in.dashboard_refund(stripe_stand_in.sessions[key]["payment_intent"], 300)
+    await post_event(stripe_api, event_payload("refund.created", refund))
+    await post_event(stripe_api, event_payload("refund.created", refund))
+    assert await refund_rows(person) == [-300]
+    row = await RefundRequest.get(id=request["id"])
+    assert row.status == "APPROVED" and row.amount == 300
+    notes = await wait_for_notifications(stripe_gql, person, 2, type="REFUND_PROCESSED")
+    assert sorted(n["title"] for n in notes) == [
+        "Your refund of 300 credits was approved",
+        "Your refund request was declined",
+    ]
