@@ -42,6 +42,8 @@ STREAM_MAX_IDLE_SECONDS = 7 * 24 * 3600
 GRAPH_STREAM_MAXLEN = 1000
 # Stored events read per round trip when a subscriber catches up.
 REPLAY_PAGE = 500
+USER_STREAM_MAXLEN = 1000
+USER_STREAM_RETENTION_SECONDS = 24 * 3600
 
 _PUBLISH = """
 local seq = redis.call('INCR', KEYS[1])
@@ -86,6 +88,10 @@ class EventKeys:
 
     def graph_stream(self, graph_id: uuid.UUID | str) -> str:
         return f"{self.prefix}graph:{graph_id}:events"
+
+    def user_stream(self, user_id: uuid.UUID | str) -> str:
+        """One user's notification events (notificationEvents)."""
+        return f"{self.prefix}user:{user_id}:notifications"
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,20 @@ class EventPublisher:
                 args=[STREAM_MAX_IDLE_SECONDS, *bodies[start : start + PUBLISH_BATCH]],
                 client=pipeline,
             )
+
+    async def publish_to_user(self, user_id: uuid.UUID, body: dict[str, Any]) -> None:
+        """Append an event to the user's own stream (served by the same EventHub).
+        No seq: a client that reconnects reads the list it missed instead."""
+        key = self.keys.user_stream(user_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                key,
+                {"seq": 0, "data": orjson.dumps(body, default=str)},
+                maxlen=USER_STREAM_MAXLEN,
+                approximate=True,
+            )
+            pipe.expire(key, USER_STREAM_RETENTION_SECONDS)
+            await pipe.execute()
 
 
 class EventReader:

@@ -10,6 +10,7 @@ from arq import ArqRedis
 from app.clients.redis import create_redis
 from app.events import EventHub, EventPublisher, EventReader
 from app.services.blocks import BlockCatalog
+from app.services.notifications import Notifier
 from app.settings import Settings
 
 
@@ -24,6 +25,8 @@ class AppServices:
     publisher: EventPublisher
     events: EventReader
     hub: EventHub
+    # Makes notifications: in-app events at once, emails through the worker.
+    notifier: Notifier
 
     async def aclose(self) -> None:
         await self.hub.aclose()
@@ -43,4 +46,5 @@ async def start_services(settings: Settings) -> AppServices:
         publisher=EventPublisher(redis, settings.REDIS_PREFIX),
         events=EventReader(redis, settings.REDIS_PREFIX),
         hub=hub,
+        notifier=Notifier(settings, redis),
     )

@@ -67,6 +67,8 @@ async def apply_migrations(database_url: str) -> list[str]:
 
 async def _generate_one(dialect: str, location: str, name: str) -> None:
     """Child-process half: write aerich's single-dialect migration into `location`."""
+    if dialect == "sqlite":
+        _ignore_sqlite_comment_changes()
     command = Command(tortoise_config(_DIALECT_URLS[dialect]), app=APP, location=location)
     try:
         if any((Path(location) / APP).glob("*.py")):
@@ -76,6 +78,15 @@ async def _generate_one(dialect: str, location: str, name: str) -> None:
             await command.init_migrations(safe=False)
     finally:
         await command.aclose()
+
+
+def _ignore_sqlite_comment_changes() -> None:
+    """A new enum member changes its column's comment (Tortoise lists the members
+    there). SQLite keeps comments only inside CREATE TABLE text, and aerich
+    refuses to alter one; there is nothing to alter, so the change is skipped."""
+    from aerich.ddl.sqlite import SqliteDDL
+
+    SqliteDDL.set_comment = lambda self, model, field_describe: ""  # type: ignore[method-assign]
 
 
 def _load(path: Path):

@@ -100,6 +100,23 @@ class Settings(BaseSettings):
         default_factory=lambda: {"CHAT": False, "AI_ACTIVITY_STATUS": False}
     )
 
+    # Refunds: a top-up is refunded at once when (its amount - the balance) is at
+    # most this, else filed for an admin; each user may ask this often a week.
+    REFUND_AUTO_THRESHOLD: int = Field(default=500, ge=0)
+    REFUND_REQUESTS_PER_WEEK: int = Field(default=1, ge=1)
+    # A dispute is accepted (closed, credits deducted) when the balance minus its
+    # amount stays at least this; otherwise it is contested with evidence.
+    DISPUTE_ACCEPT_MIN_BALANCE: int = 500
+
+    # Notifications: a charge that takes the balance below this warns once.
+    LOW_BALANCE_CREDITS: int = Field(default=100, ge=0)
+    # Runs that end are notified when scheduled, or when they ran at least this long.
+    LONG_RUN_NOTIFY_SECONDS: float = Field(default=300, ge=0)
+    # smtp://user:password@host:port (STARTTLS when offered) or smtps://… (TLS);
+    # unset: notifications are in-app only.
+    SMTP_URL: str | None = None
+    MAIL_FROM: str = "agentgraph <no-reply@localhost>"
+
     LLM_API_BASE: str | None = None
     LLM_API_KEY: str | None = None
     ALLOW_PRIVATE_HTTP: bool = False
@@ -174,6 +191,16 @@ class Settings(BaseSettings):
         if self.is_dev:
             origins += [origin for origin in DEV_ORIGINS if origin not in origins]
         return origins
+
+    @field_validator("SMTP_URL")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        value = value.strip() if value is not None else None
+        if value:
+            from app.clients.mailer import smtp_target
+
+            smtp_target(value)  # refuses a malformed URL at start-up
+        return value or None
 
     @field_validator("REDIS_PREFIX")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Annotated
 import strawberry
 
 from app.context import Info
-from app.services import credits, users
+from app.services import credits, refunds, users
 from schema.permissions import SignedInUser
 from schema.types.credits import (
     AutoTopUpConfig,
@@ -51,7 +51,7 @@ class CreditQueries:
 
     @strawberry.field(permission_classes=[SignedInUser])
     async def refund_requests(self, info: Info) -> list[RefundRequest]:
-        rows = await credits.refund_requests(await info.context.user_id())
+        rows = await refunds.user_requests(await info.context.user_id())
         return [RefundRequest.from_model(row) for row in rows]
 
     @strawberry.field(permission_classes=[SignedInUser])
@@ -87,8 +87,13 @@ class CreditMutations:
     async def refund_top_up(
         self, info: Info, transaction_key: strawberry.ID, reason: str
     ) -> RefundRequest:
-        row = await credits.refund_top_up(
-            info.context.settings, await info.context.user_id(), str(transaction_key), reason
+        services = info.context.services
+        row = await refunds.refund_top_up(
+            services.settings,
+            services.notifier,
+            await info.context.user_id(),
+            str(transaction_key),
+            reason,
         )
         return RefundRequest.from_model(row)
 

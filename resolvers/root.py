@@ -10,14 +10,20 @@ from graphql.type.definition import GraphQLDefaultInput
 from graphql.utilities.value_to_literal import default_scalar_value_to_literal
 
 from app.settings import Settings
+from resolvers.admin import AdminMutations, AdminQueries
 from resolvers.api_keys import ApiKeyMutations, ApiKeyQueries
 from resolvers.blocks import BlockMutations, BlockQueries
 from resolvers.credits import CreditMutations, CreditQueries
 from resolvers.executions import ExecutionMutations, ExecutionQueries
 from resolvers.graphs import GraphMutations, GraphQueries
+from resolvers.notifications import (
+    NotificationMutations,
+    NotificationQueries,
+    NotificationSubscription,
+)
 from resolvers.onboarding import OnboardingMutations, OnboardingQueries
 from resolvers.schedules import ScheduleMutations, ScheduleQueries
-from resolvers.subscriptions import Subscription
+from resolvers.subscriptions import Subscription as ExecutionSubscription
 from resolvers.users import UserMutations, UserQueries
 from schema.executor import AgentGraphExecutor
 from schema.request_gate import DocumentGate, RequestGate
@@ -41,6 +47,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ExecutionQueries,
         ScheduleQueries,
         ApiKeyQueries,
+        NotificationQueries,
+        AdminQueries,
     ):
         pass
 
@@ -54,7 +62,13 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ExecutionMutations,
         ScheduleMutations,
         ApiKeyMutations,
+        NotificationMutations,
+        AdminMutations,
     ):
+        pass
+
+    @strawberry.type
+    class Subscription(ExecutionSubscription, NotificationSubscription):
         pass
 
     # One gate per schema: it keeps the analysis of each query text (limits,

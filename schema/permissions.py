@@ -49,3 +49,17 @@ CanReadExecution = _key_scope(ApiKeyPermission.READ_EXECUTION)
 CanExecuteBlock = _key_scope(ApiKeyPermission.EXECUTE_BLOCK)
 CanReadBlock = _key_scope(ApiKeyPermission.READ_BLOCK)
 CanManageSchedules = _key_scope(ApiKeyPermission.MANAGE_SCHEDULES)
+
+
+class AdminOnly(BasePermission):
+    """A signed-in admin (JWT with role admin). No API key may do this, whoever made it."""
+
+    message = "Admins only"
+
+    async def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        principal = await info.context.principal()
+        if principal.via_api_key:
+            raise AppError(ErrorCode.FORBIDDEN, "API keys cannot do admin operations")
+        if not principal.is_admin:
+            raise AppError(ErrorCode.FORBIDDEN, "Admins only")
+        return True

@@ -9,12 +9,22 @@ database directly only to check what did (or did not) change.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 RUN_ID = uuid.uuid4().hex[:10]
+# The local SMTP server (tests/smtp_stand_in.py) every process of the run mails to.
+SMTP_PORT = _free_port()
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_DATABASE = f"agentgraph_test_{RUN_ID}"
 PG_URL = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_DATABASE}"
@@ -36,6 +46,8 @@ TEST_ENV = {
     # Every test client is 127.0.0.1: the anonymous limit would be shared by
     # the whole run. tests/test_abuse_edge.py checks it on a server of its own.
     "ANONYMOUS_RATE_LIMIT_PER_MINUTE": "1000000",
+    "SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
+    "MAIL_FROM": "agentgraph <notifications@agentgraph.example.com>",
 }
 os.environ.update(TEST_ENV)
 
@@ -86,7 +98,20 @@ async def api(database: str) -> AsyncIterator[ApiServer]:
 
 
 @pytest.fixture(scope="session")
-async def worker(database: str) -> AsyncIterator[WorkerProcess]:
+def smtp_server():
+    """A real SMTP server in this process that keeps every mail (tests/smtp_stand_in.py)."""
+    from tests.smtp_stand_in import SmtpStandIn
+
+    server = SmtpStandIn(SMTP_PORT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def worker(database: str, smtp_server) -> AsyncIterator[WorkerProcess]:
     """A real `agentgraph worker` process for the run."""
     async with WorkerProcess(env=TEST_ENV) as process:
         yield process
@@ -131,7 +156,7 @@ async def stripe_api(database: str, stripe_env) -> AsyncIterator[ApiServer]:
 
 
 @pytest.fixture(scope="session")
-async def stripe_worker(database: str, stripe_env) -> AsyncIterator[WorkerProcess]:
+async def stripe_worker(database: str, stripe_env, smtp_server) -> AsyncIterator[WorkerProcess]:
     """A worker (on this run's queue) whose auto top-ups go to the Stripe stand-in."""
     async with WorkerProcess(env=stripe_env) as process:
         yield process

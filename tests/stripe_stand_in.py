@@ -2,11 +2,12 @@
 
 It answers the calls the product makes through the real SDK: customers,
 Checkout Sessions, refunds, billing portal sessions, saved cards and
-off-session PaymentIntents, charges. It honours `Idempotency-Key` the way
-Stripe does (same key, same answer) and records every request, so tests can
-check what the product asked Stripe for. Tests drive the customer's side
-(paying a checkout, disputing a charge) through its Python methods and build
-real signed webhook payloads with `signed_event`.
+off-session PaymentIntents, charges, and disputes (close, evidence). It
+honours `Idempotency-Key` the way Stripe does (same key, same answer) and
+records every request, so tests can check what the product asked Stripe for.
+Tests drive the other sides (paying a checkout, a bank's dispute and its
+decision, a refund in the dashboard) through its Python methods and build real
+signed webhook payloads with `event_payload` and `signed`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import stripe
 import uvicorn
 from starlette.applications import Starlette
@@ -64,8 +68,13 @@ class StripeStandIn:
     charges: dict[str, dict] = field(default_factory=dict)
     intents: dict[str, dict] = field(default_factory=dict)
     refunds: dict[str, dict] = field(default_factory=dict)
+    disputes: dict[str, dict] = field(default_factory=dict)
     requests: list[Request_] = field(default_factory=list)
     declining: set[str] = field(default_factory=set)
+    # Where Stripe sends its events (set with `sending_events_to`), and the
+    # HTTP statuses of what it sent.
+    webhook: tuple[str, str] | None = None
+    deliveries: list[int] = field(default_factory=list)
     _idempotent: dict[tuple[str, str], tuple[int, dict]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -126,7 +135,10 @@ class StripeStandIn:
                     return _missing("checkout.session", sid)
                 return 200, self.sessions[sid]
             case ("POST", ["refunds"]):
-                return self._new_refund(params)
+                status, refund = self._new_refund(params)
+                if status == 200:
+                    self._emit("refund.created", refund)
+                return status, refund
             case ("POST", ["billing_portal", "sessions"]):
                 if params.get("customer") not in self.customers:
                     return _missing("customer", params.get("customer"))
@@ -144,6 +156,18 @@ class StripeStandIn:
                 if chid not in self.charges:
                     return _missing("charge", chid)
                 return 200, self.charges[chid]
+            case ("GET", ["refunds", rid]):
+                if rid not in self.refunds:
+                    return _missing("refund", rid)
+                return 200, self.refunds[rid]
+            case ("GET", ["disputes", did]):
+                if did not in self.disputes:
+                    return _missing("dispute", did)
+                return 200, self.disputes[did]
+            case ("POST", ["disputes", did, "close"]):
+                return self._close_dispute(did)
+            case ("POST", ["disputes", did]):
+                return self._dispute_evidence(did, params)
         return 404, {"error": {"type": "invalid_request_error", "message": "Unknown route"}}
 
     # ------------------------------------------------------------ objects
@@ -209,11 +233,21 @@ class StripeStandIn:
         intent = self.intents.get(params.get("payment_intent", ""))
         if intent is None:
             return _missing("payment_intent", params.get("payment_intent"))
+        amount = int(params.get("amount", intent["amount"]))
+        if intent.get("amount_refunded", 0) + amount > intent["amount"]:
+            return 400, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "charge_already_refunded",
+                    "message": "The charge has already been refunded (in full or in part).",
+                }
+            }
+        intent["amount_refunded"] = intent.get("amount_refunded", 0) + amount
         rid = _id("re")
         refund = {
             "id": rid,
             "object": "refund",
-            "amount": int(params.get("amount", intent["amount"])),
+            "amount": amount,
             "charge": intent["latest_charge"],
             "payment_intent": intent["id"],
             "metadata": params.get("metadata", {}),
@@ -221,6 +255,26 @@ class StripeStandIn:
         }
         self.refunds[rid] = refund
         return 200, refund
+
+    def _close_dispute(self, did: str) -> tuple[int, dict]:
+        dispute = self.disputes.get(did)
+        if dispute is None:
+            return _missing("dispute", did)
+        if dispute["status"] not in ("needs_response", "warning_needs_response"):
+            return 400, _invalid(f"This dispute is {dispute['status']} and cannot be closed.")
+        dispute["status"] = "lost"
+        return 200, dispute
+
+    def _dispute_evidence(self, did: str, params: dict) -> tuple[int, dict]:
+        dispute = self.disputes.get(did)
+        if dispute is None:
+            return _missing("dispute", did)
+        if dispute["status"] not in ("needs_response", "warning_needs_response"):
+            return 400, _invalid(f"This dispute is {dispute['status']}; evidence is closed.")
+        dispute["evidence"].update(params.get("evidence", {}))
+        if params.get("submit", "true") == "true":
+            dispute["status"] = "under_review"
+        return 200, dispute
 
     def _off_session_charge(self, params: dict) -> tuple[int, dict]:
         customer = self.customers.get(params.get("customer", ""))
@@ -238,6 +292,36 @@ class StripeStandIn:
             params["customer"], int(params["amount"]), params.get("metadata", {})
         )
         return 200, self.intents[intent_id]
+
+    # ------------------------------------------------------------ events
+
+    @contextmanager
+    def sending_events_to(self, url: str, secret: str) -> Iterator[None]:
+        """Within the block, objects made through the API send their events the
+        way Stripe does: signed, in the background, racing the API's answer."""
+        self.webhook = (url, secret)
+        self._senders: list[threading.Thread] = []
+        try:
+            yield
+        finally:
+            for sender in self._senders:
+                sender.join(timeout=30)
+            self.webhook = None
+
+    def _emit(self, event_type: str, obj: dict) -> None:
+        if self.webhook is None:
+            return
+        url, secret = self.webhook
+        payload = event_payload(event_type, dict(obj))
+
+        def send() -> None:
+            response = httpx.post(url, content=payload, headers=signed(payload, secret), timeout=30)
+            with self._lock:
+                self.deliveries.append(response.status_code)
+
+        sender = threading.Thread(target=send, daemon=True)
+        self._senders.append(sender)
+        sender.start()
 
     # ------------------------------------------------------------ the customer's side
 
@@ -271,6 +355,38 @@ class StripeStandIn:
         session["payment_status"] = "paid"
         return _public(session)
 
+    def dispute(self, charge_id: str, amount: int | None = None) -> dict:
+        """The card holder disputes a charge with their bank."""
+        with self._lock:
+            charge = self.charges[charge_id]
+            did = _id("dp")
+            self.disputes[did] = {
+                "id": did,
+                "object": "dispute",
+                "amount": amount if amount is not None else charge["amount"],
+                "charge": charge_id,
+                "payment_intent": charge["payment_intent"],
+                "currency": "usd",
+                "metadata": {},
+                "reason": "fraudulent",
+                "status": "needs_response",
+                "evidence": {},
+            }
+            return dict(self.disputes[did])
+
+    def bank_decides(self, dispute_id: str, status: str) -> dict:
+        """The bank closes a dispute: won (for us) or lost."""
+        with self._lock:
+            self.disputes[dispute_id]["status"] = status
+            return dict(self.disputes[dispute_id])
+
+    def dashboard_refund(self, payment_intent: str, amount: int) -> dict:
+        """Someone refunds a payment in Stripe's dashboard (no metadata of ours)."""
+        with self._lock:
+            status, refund = self._new_refund({"payment_intent": payment_intent, "amount": amount})
+            assert status == 200, refund
+            return refund
+
     def charge_of(self, session_id: str) -> dict:
         return self.charges[
             self.intents[self.sessions[session_id]["payment_intent"]]["latest_charge"]
@@ -282,6 +398,10 @@ class StripeStandIn:
 
 def _public(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if not k.startswith("_") and k != "cards"}
+
+
+def _invalid(message: str) -> dict:
+    return {"error": {"type": "invalid_request_error", "message": message}}
 
 
 def _missing(kind: str, ident: Any) -> tuple[int, dict]:

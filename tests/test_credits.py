@@ -1,5 +1,6 @@
 """Credits through Stripe (SEMANTICS.md §8): top-ups, webhooks, refunds,
-disputes, auto top-up and history, against the Stripe stand-in and PostgreSQL."""
+auto top-up and history, against the Stripe stand-in and PostgreSQL (refund
+decisions: test_refunds.py; disputes: test_disputes.py)."""
 
 from __future__ import annotations
 
@@ -274,31 +275,6 @@ async def test_refund_of_an_unspent_top_up_is_approved_at_once(
     assert {"transactionKey": key, "status": "APPROVED"} in listed["refundRequests"]
 
 
-async def test_refund_after_spending_is_a_pending_request(
-    stripe_gql, stripe_api, stripe_worker, user, stripe_stand_in
-):
-    key = await paid_top_up(stripe_gql, stripe_api, stripe_stand_in, user, 500)
-    await stripe_gql.ok(
-        "mutation($b: ID!) { executeBlock(blockId: $b, input: {seconds: 0}) { cost } }",
-        {"b": str(await _wait_block_id())},
-        token=user.token,
-    )
-    before = await balance(stripe_gql, user)
-    refunds_before = len(stripe_stand_in.refunds)
-    request = (await stripe_gql.ok(REFUND, {"k": key, "r": "too much"}, token=user.token))[
-        "refundTopUp"
-    ]
-    assert request["status"] == "PENDING" and request["result"] is None
-    assert await balance(stripe_gql, user) == before
-    assert len(stripe_stand_in.refunds) == refunds_before
-
-
-async def _wait_block_id():
-    from tests.graph_builders import block_id
-
-    return block_id("Wait")
-
-
 async def test_refund_bad_input_changes_nothing(
     stripe_gql, stripe_api, user, new_user, stripe_stand_in
 ):
@@ -321,57 +297,6 @@ async def test_refund_bad_input_changes_nothing(
         assert await stripe_gql.error_code(REFUND, variables, token=user.token) == code, variables
     assert await ledger_rows(user) == rows
     assert await RefundRequest.all().count() == refunds
-
-
-# ------------------------------------------------------------------ disputes and refunds at Stripe
-
-
-async def test_disputes_and_refunds_made_at_stripe_take_credits_back_once(
-    stripe_gql, stripe_api, user, stripe_stand_in
-):
-    first = await paid_top_up(stripe_gql, stripe_api, stripe_stand_in, user, 1000)
-    second = await paid_top_up(stripe_gql, stripe_api, stripe_stand_in, user, 700)
-    start = await balance(stripe_gql, user)
-    charge = stripe_stand_in.charge_of(first)
-    dispute = {
-        "id": "dp_lost_" + first[-6:],
-        "object": "dispute",
-        "amount": 1000,
-        "charge": charge["id"],
-        "payment_intent": charge["payment_intent"],
-        "status": "needs_response",
-        "metadata": {},
-    }
-    await post_event(stripe_api, event_payload("charge.dispute.created", dispute))
-    assert await balance(stripe_gql, user) == start - 1000
-    # Lost after being opened: the money left once.
-    await post_event(
-        stripe_api, event_payload("charge.dispute.closed", {**dispute, "status": "lost"})
-    )
-    assert await balance(stripe_gql, user) == start - 1000
-    # A dispute the user won gives the credits back.
-    won = {**dispute, "id": "dp_won_" + first[-6:], "amount": 300}
-    await post_event(stripe_api, event_payload("charge.dispute.created", won))
-    await post_event(stripe_api, event_payload("charge.dispute.closed", {**won, "status": "won"}))
-    assert await balance(stripe_gql, user) == start - 1000
-    # A refund made in Stripe's dashboard (no metadata): found through the charge.
-    charge2 = stripe_stand_in.charge_of(second)
-    refund = {
-        "id": "re_dash_" + second[-6:],
-        "object": "refund",
-        "amount": 700,
-        "charge": charge2["id"],
-        "payment_intent": charge2["payment_intent"],
-        "metadata": {},
-        "status": "succeeded",
-    }
-    payload = event_payload("refund.created", refund)
-    await post_event(stripe_api, payload)
-    await post_event(stripe_api, event_payload("refund.created", refund))
-    assert await balance(stripe_gql, user) == start - 1700
-    history = await stripe_gql.ok(HISTORY, {"first": 10, "type": "REFUND"}, token=user.token)
-    amounts = [t["amount"] for t in history["creditHistory"]["transactions"]]
-    assert sorted(amounts) == sorted([-1000, -300, 300, -700])
 
 
 # ------------------------------------------------------------------ auto top-up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.models import CreditTransaction, NotificationPreferences, User
+from app.models import CreditTransaction, NotificationPreferences, NotificationType, User
 
 ME = """{ me { id email name timezone credits createdAt
         notificationPreferences { dailyLimit settings { type enabled } } } }"""
@@ -20,7 +20,8 @@ async def test_first_sight_creates_user_with_defaults(gql, new_user, settings):
     assert me["credits"] == settings.STARTING_CREDITS == 250
     prefs = me["notificationPreferences"]
     assert prefs["dailyLimit"] == 10
-    assert len(prefs["settings"]) == 10
+    # Every notification type, each on.
+    assert [s["type"] for s in prefs["settings"]] == [t.value for t in NotificationType]
     assert all(s["enabled"] for s in prefs["settings"])
     assert me["createdAt"].endswith("+00:00")
 

@@ -12,6 +12,7 @@ from app.clients.redis import arq_health_check_key, arq_queue_name, arq_redis_se
 from app.events import EventPublisher
 from app.services.auto_top_up import QueuedAutoTopUp
 from app.services.blocks import BLOCK_RUN_SECONDS, EXECUTE_BLOCK_JOB
+from app.services.notifications import Notifier
 from app.settings import get_settings, tortoise_config
 from workers.engine.context import EngineContext
 from workers.engine.ownership import PostgresRunnerLocks, RunnerLocks
@@ -22,6 +23,13 @@ from workers.jobs.blocks import execute_block
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events
+from workers.jobs.notifications import (
+    EMAIL_MAX_TRIES,
+    create_daily_summaries,
+    send_notification_digest,
+    send_notification_email,
+    sweep_notification_mail,
+)
 from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.jobs.sweeps import start_sweeps, stop_sweeps
 from workers.lease import leased
@@ -37,16 +45,18 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     connection = config["connections"]["default"]
     on_postgres = isinstance(connection, dict)
+    ctx["notifier"] = notifier = Notifier(settings, ctx["redis"])
     ctx["engine"] = EngineContext(
         settings=settings,
         redis=ctx["redis"],
         publisher=EventPublisher(ctx["redis"], settings.REDIS_PREFIX),
-        auto_top_up=QueuedAutoTopUp(ctx["redis"], settings),
+        auto_top_up=QueuedAutoTopUp(ctx["redis"], settings, notifier),
         # One statement per step on PostgreSQL; the ORM elsewhere (SQLite for make dev).
         store=PostgresRunStore() if on_postgres else RunStore(),
         # One runner per execution across workers needs PostgreSQL's session locks;
         # SQLite (make dev) has one worker.
         locks=(PostgresRunnerLocks(connection["credentials"]) if on_postgres else RunnerLocks()),
+        notifier=notifier,
     )
     ctx["sweeps"] = start_sweeps(ctx["engine"])
     # Every worker runs the scheduler unless told not to (a worker kept for
@@ -86,6 +96,10 @@ def worker_settings() -> type:
                 max_tries=1,
                 keep_result=120,
             ),
+            func(leased(send_notification_email), timeout=120, max_tries=EMAIL_MAX_TRIES),
+            func(leased(send_notification_digest), timeout=120, max_tries=EMAIL_MAX_TRIES),
+            func(leased(create_daily_summaries), timeout=600),
+            func(leased(sweep_notification_mail), timeout=120),
         ]
         # Cron job ids carry the prefix too (arq makes them from the name), so two
         # deployments on one Redis each run their own.
@@ -106,6 +120,23 @@ def worker_settings() -> type:
                 unique=True,
                 run_at_startup=True,
                 timeout=600,
+            ),
+            # Each user's previous day is summed up after their midnight.
+            cron(
+                leased(create_daily_summaries),
+                name=f"{settings.REDIS_PREFIX}cron:create_daily_summaries",
+                minute={7},
+                unique=True,
+                run_at_startup=False,
+                timeout=600,
+            ),
+            cron(
+                leased(sweep_notification_mail),
+                name=f"{settings.REDIS_PREFIX}cron:sweep_notification_mail",
+                minute=set(range(3, 60, 5)),
+                unique=True,
+                run_at_startup=True,
+                timeout=120,
             ),
         ]
         on_startup = startup

@@ -114,15 +114,40 @@ class StripeGateway:
         )
         return checkout_state_of(session.to_dict())
 
-    async def refund(self, *, payment_intent: str, amount: int, metadata: dict[str, str]) -> str:
+    async def refund(
+        self, *, payment_intent: str, amount: int, metadata: dict[str, str], idempotency_key: str
+    ) -> str:
+        """Refund `amount` cents of a payment; the same key never refunds twice."""
         refund = await self._call(
             "refund",
             lambda: self._client.v1.refunds.create_async(
                 {"payment_intent": payment_intent, "amount": amount, "metadata": metadata},
-                {"idempotency_key": f"refund-{metadata.get('transaction_key', payment_intent)}"},
+                {"idempotency_key": idempotency_key},
             ),
         )
         return refund.id
+
+    async def close_dispute(self, dispute_id: str) -> str:
+        """Accept a dispute (Stripe marks it lost); returns its status."""
+        dispute = await self._call(
+            "dispute close",
+            lambda: self._client.v1.disputes.close_async(
+                dispute_id, options={"idempotency_key": f"dispute-close-{dispute_id}"}
+            ),
+        )
+        return str(dispute.status)
+
+    async def contest_dispute(self, dispute_id: str, evidence: dict[str, str]) -> str:
+        """Submit evidence to the bank at once; returns the dispute's status."""
+        dispute = await self._call(
+            "dispute evidence",
+            lambda: self._client.v1.disputes.update_async(
+                dispute_id,
+                {"evidence": evidence, "submit": True},  # type: ignore[typeddict-item]
+                {"idempotency_key": f"dispute-evidence-{dispute_id}"},
+            ),
+        )
+        return str(dispute.status)
 
     async def owner_of_charge(self, charge_id: str) -> tuple[str | None, str | None]:
         """(user id from the charge's metadata, its customer id)."""

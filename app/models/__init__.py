@@ -1,11 +1,14 @@
 """Tortoise models, one module per domain. Tortoise discovers them from here."""
 
+from app.models.admin import AdminAction, AdminAuditEntry
 from app.models.api_keys import ApiKey, ApiKeyPermission, ApiKeyStatus
 from app.models.credits import (
     AutoTopUpConfig,
     CreditReservation,
     CreditTransaction,
     CreditTransactionType,
+    Dispute,
+    DisputeDecision,
     ProcessedStripeEvent,
     RefundRequest,
     RefundRequestStatus,
@@ -20,6 +23,7 @@ from app.models.executions import (
 )
 from app.models.files import UploadedFile
 from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, StoreListingVersion
+from app.models.notifications import EmailStatus, Notification
 from app.models.schedules import Schedule
 from app.models.users import (
     FeatureFlagOverride,
@@ -31,10 +35,12 @@ from app.models.users import (
 )
 
 __models__ = [
+    AdminAuditEntry,
     ApiKey,
     AutoTopUpConfig,
     CreditReservation,
     CreditTransaction,
+    Dispute,
     Execution,
     FeatureFlagOverride,
     Graph,
@@ -42,6 +48,7 @@ __models__ = [
     Link,
     Node,
     NodeExecution,
+    Notification,
     NotificationPreferences,
     ProcessedStripeEvent,
     RefundRequest,
@@ -56,6 +63,8 @@ __models__ = [
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AdminAction",
+    "AdminAuditEntry",
     "ApiKey",
     "ApiKeyPermission",
     "ApiKeyStatus",
@@ -63,6 +72,9 @@ __all__ = [
     "CreditReservation",
     "CreditTransaction",
     "CreditTransactionType",
+    "Dispute",
+    "DisputeDecision",
+    "EmailStatus",
     "Execution",
     "ExecutionStatus",
     "FeatureFlagOverride",
@@ -72,6 +84,7 @@ __all__ = [
     "Link",
     "Node",
     "NodeExecution",
+    "Notification",
     "NotificationPreferences",
     "NotificationType",
     "OnboardingStep",

@@ -12,12 +12,21 @@ class CreditTransactionType(StrEnum):
     GRANT = "GRANT"
     REFUND = "REFUND"
     CARD_CHECK = "CARD_CHECK"
+    # Credits an admin added or took away by hand (adminAdjustCredits).
+    ADMIN_ADJUSTMENT = "ADMIN_ADJUSTMENT"
 
 
 class RefundRequestStatus(StrEnum):
     PENDING = "PENDING"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
+
+
+class DisputeDecision(StrEnum):
+    # Closed at Stripe (we let the customer have the money back) and deducted at once.
+    ACCEPTED = "ACCEPTED"
+    # Contested with evidence; deducted only if the dispute is lost.
+    CONTESTED = "CONTESTED"
 
 
 class UserBalance(Model):
@@ -95,12 +104,36 @@ class RefundRequest(Model):
     status = fields.CharEnumField(
         RefundRequestStatus, max_length=16, default=RefundRequestStatus.PENDING
     )
+    # The Stripe refund that paid it out, once there is one.
+    refund_id = fields.CharField(max_length=255, null=True)
+    # The admin who approved or rejected it (null: decided automatically or by Stripe).
+    decided_by = fields.UUIDField(null=True)
+    decided_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "refund_requests"
-        indexes = [("user_id", "created_at")]
+        indexes = [("user_id", "created_at"), ("status", "created_at")]
+
+
+class Dispute(Model):
+    """A Stripe dispute of a payment and our answer, so that its events act once."""
+
+    id = fields.CharField(max_length=255, primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="disputes", on_delete=fields.CASCADE)
+    amount = fields.IntField()
+    payment_intent = fields.CharField(max_length=255, null=True)
+    decision = fields.CharEnumField(DisputeDecision, max_length=16, null=True)
+    # Set once Stripe has our answer (the close or the evidence).
+    answered_at = fields.DatetimeField(null=True)
+    # Stripe's status once closed: won, lost or warning_closed.
+    closed_status = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "disputes"
 
 
 class AutoTopUpConfig(Model):

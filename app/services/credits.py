@@ -14,17 +14,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from app.clients.stripe_gateway import CheckoutState, StripeGateway
-from app.errors import AppError, ErrorCode, bad_input, not_found
+from app.errors import AppError, ErrorCode, bad_input
 from app.models import (
     AutoTopUpConfig,
     CreditTransaction,
     CreditTransactionType,
-    RefundRequest,
-    RefundRequestStatus,
     User,
 )
 from app.services import ledger
@@ -38,7 +35,6 @@ MIN_TOP_UP = 500
 # $10,000 at once: far above any real top-up, far below the 32-bit balance.
 MAX_TOP_UP = 1_000_000
 MAX_HISTORY_PAGE = 1000
-MAX_REASON_LENGTH = 2000
 
 
 def gateway(settings: Settings) -> StripeGateway:
@@ -129,10 +125,13 @@ async def credit_paid_checkout(state: CheckoutState) -> bool:
 def _top_up_metadata(state: CheckoutState) -> tuple[uuid.UUID | None, int | None]:
     if state.metadata.get("kind") != "top_up":
         return None, None
+    named, amount = state.metadata.get("user_id"), state.metadata.get("credits")
+    if not isinstance(named, str) or not isinstance(amount, str | int):
+        return None, None
     try:
-        owner = uuid.UUID(state.metadata["user_id"])
-        credits = int(state.metadata["credits"])
-    except (KeyError, ValueError):
+        owner = uuid.UUID(named)
+        credits = int(amount)
+    except ValueError:
         return None, None
     return (owner, credits) if MIN_TOP_UP <= credits <= MAX_TOP_UP else (None, None)
 
@@ -154,59 +153,7 @@ async def fulfill_checkout(settings: Settings, user_id: uuid.UUID) -> int:
 
 
 # ------------------------------------------------------------------ refunds
-
-
-async def refund_top_up(
-    settings: Settings, user_id: uuid.UUID, transaction_key: str, reason: str
-) -> RefundRequest:
-    """Refund one of the user's top-ups: at once through Stripe when none of its
-    credits were spent since, else as a PENDING request for an admin."""
-    reason = reason.strip()
-    if not reason:
-        raise bad_input("reason must not be empty")
-    if len(reason) > MAX_REASON_LENGTH:
-        raise bad_input(f"reason must be at most {MAX_REASON_LENGTH} characters")
-    top_up = await CreditTransaction.get_or_none(
-        key=transaction_key, user_id=user_id, type=CreditTransactionType.TOP_UP, is_active=True
-    )
-    if top_up is None:
-        raise not_found("Transaction")
-    if await RefundRequest.exists(transaction_key=transaction_key):
-        raise AppError(ErrorCode.CONFLICT, "A refund was already requested for this top-up")
-    spent_since = await CreditTransaction.filter(
-        user_id=user_id, is_active=True, amount__lt=0, created_at__gt=top_up.created_at
-    ).exists()
-    payment_intent = (top_up.metadata or {}).get("payment_intent")
-    try:
-        request = await RefundRequest.create(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            transaction_key=transaction_key,
-            amount=top_up.amount,
-            reason=reason,
-            status=RefundRequestStatus.PENDING,
-        )
-    except IntegrityError as error:  # a second refund of the same top-up, at once
-        raise AppError(
-            ErrorCode.CONFLICT, "A refund was already requested for this top-up"
-        ) from error
-    if spent_since or not payment_intent:
-        return request
-    try:
-        refund_id = await gateway(settings).refund(
-            payment_intent=payment_intent,
-            amount=top_up.amount,
-            metadata={"user_id": str(user_id), "transaction_key": transaction_key},
-        )
-    except AppError:
-        # Nothing happened at Stripe: forget the request so the user may retry.
-        await request.delete()
-        raise
-    await record_refund(user_id, refund_id, top_up.amount, "Refund of a top-up")
-    request.status = RefundRequestStatus.APPROVED
-    request.result = f"Refunded through Stripe ({refund_id})"
-    await request.save(update_fields=["status", "result", "updated_at"])
-    return request
+# Requests and decisions live in app/services/refunds.py.
 
 
 async def record_refund(user_id: uuid.UUID, refund_id: str, amount: int, description: str) -> bool:
@@ -222,10 +169,6 @@ async def record_refund(user_id: uuid.UUID, refund_id: str, amount: int, descrip
         metadata={"refund": refund_id},
     )
     return entry.created
-
-
-async def refund_requests(user_id: uuid.UUID) -> list[RefundRequest]:
-    return await RefundRequest.filter(user_id=user_id).order_by("-created_at", "-id")
 
 
 # ------------------------------------------------------------------ auto top-up

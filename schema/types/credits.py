@@ -71,11 +71,17 @@ class RefundRequest:
     status: RefundRequestStatus
     created_at: datetime
     updated_at: datetime
+    user_id: strawberry.ID = strawberry.field(description="Whose top-up it is.")
+    decided_at: datetime | None = strawberry.field(
+        description="When it was approved or rejected; null while PENDING."
+    )
 
     @classmethod
     def from_model(cls, row: models.RefundRequest) -> RefundRequest:
         return cls(
             id=strawberry.ID(str(row.id)),
+            user_id=strawberry.ID(str(row.user_id)),  # type: ignore[attr-defined]
+            decided_at=row.decided_at,
             transaction_key=strawberry.ID(row.transaction_key),
             amount=row.amount,
             reason=row.reason,

@@ -12,6 +12,7 @@ from app.clients.redis import metrics_counter_key
 from app.events import EventPublisher
 from app.models import Execution
 from app.services.auto_top_up import AutoTopUp
+from app.services.notifications import Notifier, notify_run_ended
 from app.settings import Settings
 from workers.engine.ownership import RunnerLocks
 from workers.engine.store import RunStore
@@ -25,6 +26,8 @@ class EngineContext:
     auto_top_up: AutoTopUp
     store: RunStore = field(default_factory=RunStore)
     locks: RunnerLocks = field(default_factory=RunnerLocks)
+    # Tells owners when their scheduled or long runs end (None: nobody is told).
+    notifier: Notifier | None = None
     # Independent ready nodes of one execution that run at the same time.
     node_concurrency: int = 16
 
@@ -50,3 +53,4 @@ class EngineContext:
         """Called once per run (sub-graph runs included) after its end is written
         and announced: the place for whatever follows a run's end."""
         await self.count("executions", execution.status)
+        await notify_run_ended(self.notifier, execution)
