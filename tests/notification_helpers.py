@@ -75,6 +75,7 @@ class Queue:
     run's job ends after its end was notified) or to run a periodic job now."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.redis = create_redis(settings)
         self.name = arq_queue_name(settings)
 

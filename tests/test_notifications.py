@@ -159,7 +159,7 @@ async def test_the_eleventh_notification_of_a_day_goes_into_the_digest(
 
     # The digest waits for the end of the user's day (UTC here), plus a minute.
     day = datetime.fromisoformat(notes[10]["createdAt"]).astimezone(UTC).date()
-    job_id = digest_job_id(settings, person.id, day.isoformat())
+    job_id = digest_job_id(queue.settings, person.id, day.isoformat())
     due = await queue.deferred_until(job_id)
     midnight = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
     assert due == (midnight + timedelta(minutes=1)).timestamp() * 1000
@@ -195,7 +195,7 @@ async def test_mail_is_retried_until_the_server_takes_it(gql, worker, smtp_serve
     [note] = await wait_for_notifications(gql, person, 1, emailStatus="SENT")
     assert smtp_server.attempts[person.email] == 3
     notification = await Notification.get(id=note["id"])
-    await queue.wait_done(email_job_id(settings, notification.id))
+    await queue.wait_done(email_job_id(queue.settings, notification.id))
     assert len(smtp_server.to(person.email)) == 1
     assert run["status"] == "FAILED"
 
@@ -205,7 +205,7 @@ async def test_a_mailbox_refused_for_good_is_not_retried(gql, worker, smtp_serve
     graph = await create_graph(gql, person, failing_graph())
     await scheduled_runs(gql, person, graph["id"], 1, "not json")
     [note] = await wait_for_notifications(gql, person, 1, emailStatus="FAILED")
-    await queue.wait_done(email_job_id(settings, note["id"]))
+    await queue.wait_done(email_job_id(queue.settings, note["id"]))
     assert smtp_server.attempts[person.email] == 1
     assert smtp_server.to(person.email) == []
 
