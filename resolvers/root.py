@@ -14,12 +14,16 @@ from strawberry.extensions.max_aliases import create_validator as create_alias_l
 from app.settings import Settings
 from resolvers.api_keys import ApiKeyMutations, ApiKeyQueries
 from resolvers.blocks import BlockMutations, BlockQueries
+from resolvers.credentials import CredentialsMutations, CredentialsQueries
 from resolvers.credits import CreditMutations, CreditQueries
 from resolvers.executions import ExecutionMutations, ExecutionQueries
 from resolvers.graphs import GraphMutations, GraphQueries
+from resolvers.library import LibraryMutations, LibraryQueries
 from resolvers.onboarding import OnboardingMutations, OnboardingQueries
+from resolvers.presets import PresetMutations, PresetQueries
 from resolvers.schedules import ScheduleMutations, ScheduleQueries
 from resolvers.subscriptions import Subscription
+from resolvers.triggers import TriggerMutations
 from resolvers.users import UserMutations, UserQueries
 from schema.executor import AgentGraphExecutor
 from schema.extensions import CachedParse, CachedValidation, ErrorCodes
@@ -46,6 +50,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ExecutionQueries,
         ScheduleQueries,
         ApiKeyQueries,
+        LibraryQueries,
+        PresetQueries,
+        CredentialsQueries,
     ):
         pass
 
@@ -59,6 +66,10 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ExecutionMutations,
         ScheduleMutations,
         ApiKeyMutations,
+        LibraryMutations,
+        PresetMutations,
+        CredentialsMutations,
+        TriggerMutations,
     ):
         pass
 

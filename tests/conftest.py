@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from cryptography.fernet import Fernet
 
 RUN_ID = uuid.uuid4().hex[:10]
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -30,6 +31,7 @@ TEST_ENV = {
     "REDIS_PREFIX": f"agentgraph-test-{RUN_ID}:",
     "JWT_SECRET": f"test-jwt-secret-{RUN_ID}-0123456789abcdef",
     "API_KEY_PEPPER": f"test-pepper-{RUN_ID}",
+    "CREDENTIALS_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     "STARTING_CREDITS": "250",
     "FRONTEND_BASE_URL": "https://app.example.test",
     "LOG_LEVEL": "WARNING",

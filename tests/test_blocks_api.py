@@ -41,6 +41,7 @@ EXPECTED = {
     "HttpRequest",
     "SubGraph",
     "LLMCall",
+    "WebhookTrigger",
 }
 
 

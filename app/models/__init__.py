@@ -1,6 +1,7 @@
 """Tortoise models, one module per domain. Tortoise discovers them from here."""
 
 from app.models.api_keys import ApiKey, ApiKeyPermission, ApiKeyStatus
+from app.models.credentials import CredentialsType, StoredCredentials
 from app.models.credits import (
     AutoTopUpConfig,
     CreditTransaction,
@@ -19,7 +20,10 @@ from app.models.executions import (
 )
 from app.models.files import UploadedFile
 from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, StoreListingVersion
+from app.models.library import LibraryGrant, StoreReview
+from app.models.presets import Preset
 from app.models.schedules import Schedule
+from app.models.triggers import Trigger, TriggerDelivery, TriggerDeliveryStatus
 from app.models.users import (
     FeatureFlagOverride,
     NotificationPreferences,
@@ -37,15 +41,21 @@ __models__ = [
     FeatureFlagOverride,
     Graph,
     LibraryAgent,
+    LibraryGrant,
     Link,
     Node,
     NodeExecution,
     NotificationPreferences,
+    Preset,
     ProcessedStripeEvent,
     RefundRequest,
     Schedule,
+    StoredCredentials,
     StoreListing,
     StoreListingVersion,
+    StoreReview,
+    Trigger,
+    TriggerDelivery,
     UploadedFile,
     User,
     UserBalance,
@@ -58,6 +68,7 @@ __all__ = [
     "ApiKeyPermission",
     "ApiKeyStatus",
     "AutoTopUpConfig",
+    "CredentialsType",
     "CreditTransaction",
     "CreditTransactionType",
     "Execution",
@@ -66,18 +77,25 @@ __all__ = [
     "Graph",
     "GraphSource",
     "LibraryAgent",
+    "LibraryGrant",
     "Link",
     "Node",
     "NodeExecution",
     "NotificationPreferences",
     "NotificationType",
     "OnboardingStep",
+    "Preset",
     "ProcessedStripeEvent",
     "RefundRequest",
     "RefundRequestStatus",
     "Schedule",
     "StoreListing",
     "StoreListingVersion",
+    "StoreReview",
+    "StoredCredentials",
+    "Trigger",
+    "TriggerDelivery",
+    "TriggerDeliveryStatus",
     "UploadedFile",
     "User",
     "UserBalance",

@@ -28,9 +28,9 @@ from app.models import (
     Node,
     NodeExecution,
 )
-from app.services import ledger, onboarding
+from app.services import ledger, onboarding, run_requests
 from app.services.graph_validation import Validation, parse_uuid
-from app.services.graphs import get_graph, validation_error
+from app.services.graphs import validation_error
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
 from app.settings import Settings
 
@@ -94,18 +94,19 @@ async def execute_graph(
     inputs: Any,
     credentials_inputs: Any,
     source: GraphSource | None,
+    preset_id: str | None = None,
+    node_inputs: dict[str, dict[str, Any]] | None = None,
 ) -> Execution:
-    graph = await get_graph(user_id, graph_id, version)
-    if graph is None:
-        raise not_found("Graph")
-    if not isinstance(inputs, dict):
-        raise bad_input("inputs must be an object", field="inputs")
-    if not isinstance(credentials_inputs, dict):
-        raise bad_input("credentialsInputs must be an object", field="credentialsInputs")
+    # Presets, library agents and stored credentials (issue 16): app/services/run_requests.py.
+    request = await run_requests.prepare(
+        user_id, graph_id, version, inputs, credentials_inputs, preset_id
+    )
+    graph, inputs, credentials_inputs = request.graph, request.inputs, request.credentials_inputs
     if await ledger.get_balance(user_id) <= 0:
         raise AppError(ErrorCode.INSUFFICIENT_CREDITS, "Insufficient credits to start a run")
     nodes = await Node.filter(graph_id=graph.id)
     validation = check_run_inputs(settings, nodes, inputs)
+    await run_requests.check_credentials(settings, user_id, request, nodes, validation)
     if not validation.valid:
         raise validation_error(validation)
 
@@ -118,11 +119,13 @@ async def execute_graph(
         source=source,
         inputs=inputs,
         credentials_inputs=credentials_inputs,
+        node_inputs=node_inputs,
     )
     await publish_status(publisher, execution)
     # The execution id is the job id: arq runs it once, and again only to resume.
     await arq.enqueue_job(RUN_EXECUTION_JOB, str(execution.id), _job_id=str(execution.id))
     await onboarding.record_run(settings, user_id, graph.graph_id, source)
+    await run_requests.record_run(user_id, graph.graph_id)
     return execution
 
 

@@ -44,7 +44,9 @@ from app.models import (
     NodeExecution,
 )
 from app.services import ledger
+from app.services.credentials import node_credentials
 from app.services.executions import node_execution_snapshot, publish_status
+from app.services.graphs import get_graph
 from app.storable import first_unstorable
 from workers.engine.context import EngineContext
 from workers.engine.stats import execution_stats
@@ -224,6 +226,8 @@ class GraphRun:
                 return False
             for node in self.topology.starting_nodes():
                 inputs = dict(node.input_default or {})
+                # Issue 16: inputs set on one node for this run (a webhook's body).
+                inputs.update((self.execution.node_inputs or {}).get(str(node.id), {}))
                 if self.topology.blocks[node.id].name == "AgentInput":
                     name = inputs.get("name")
                     if name in self.execution.inputs:
@@ -343,6 +347,8 @@ class GraphRun:
                 node_id=node_execution.node_id,
                 node_execution_id=node_execution.id,
                 run_sub_graph=self._sub_graph_runner(node_execution),
+                # Issue 16: the run's stored credentials for this block's fields, decrypted.
+                credentials=await node_credentials(self.engine.settings, self.execution, block),
             )
             async for pin, value in block.run(typed, context):
                 outputs.setdefault(pin, []).append(value)
@@ -646,10 +652,11 @@ class GraphRun:
         existing = await Execution.get_or_none(id=child_id)
         if existing is not None:
             return existing
-        graph = await Graph.get_or_none(
-            graph_id=uuid.UUID(str(graph_id)),
-            version=version,
-            user_id=self.execution.user_id,  # type: ignore[attr-defined]
+        # Issue 16: the runner's own graphs, or versions a library store agent grants.
+        graph = await get_graph(
+            self.execution.user_id,  # type: ignore[attr-defined]
+            str(graph_id),
+            version,
         )
         if graph is None:
             raise BlockError(f"no graph {graph_id} version {version} of yours")
@@ -661,6 +668,7 @@ class GraphRun:
             status=ExecutionStatus.QUEUED,
             source=self.execution.source,
             inputs=inputs,
+            credentials_inputs=self.execution.credentials_inputs,  # issue 16
             parent_execution_id=self.execution.id,
             parent_node_execution_id=node_execution.id,
         )
