@@ -153,15 +153,21 @@ def cmd_credentials_reencrypt(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.check_secrets()
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         await Tortoise.init(config=tortoise_config(settings.DATABASE_URL))
         try:
             return await reencrypt_all(settings)
         finally:
             await Tortoise.close_connections()
 
-    changed = asyncio.run(run())
+    changed, unreadable = asyncio.run(run())
     print(f"re-encrypted {changed} secret(s) under the first CREDENTIALS_ENCRYPTION_KEY")
+    if unreadable:
+        print(
+            f"{unreadable} secret(s) could not be decrypted with any configured key; left as is",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

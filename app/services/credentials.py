@@ -101,11 +101,12 @@ async def delete_credentials(user_id: uuid.UUID, credentials_id: str) -> uuid.UU
     return parsed
 
 
-async def reencrypt_all(settings: Settings, batch: int = 500) -> int:
-    """Re-encrypt every stored secret under the first key (after adding a new one);
-    returns how many rows were rewritten."""
+async def reencrypt_all(settings: Settings, batch: int = 500) -> tuple[int, int]:
+    """Re-encrypt every stored secret (credentials and trigger secrets) under the first
+    key, after a new key was put first. Returns (rewritten, unreadable): secrets no
+    configured key decrypts are left as they are."""
     box = secret_box(settings)
-    changed = 0
+    changed = unreadable = 0
     for model in (StoredCredentials, Trigger):
         last: uuid.UUID | None = None
         while True:
@@ -116,12 +117,18 @@ async def reencrypt_all(settings: Settings, batch: int = 500) -> int:
             if not rows:
                 break
             for row in rows:
-                rotated = box.rotate(row.encrypted_secret)
-                if rotated != row.encrypted_secret:
-                    await model.filter(id=row.id).update(encrypted_secret=rotated)
-                    changed += 1
+                try:
+                    rotated = box.rotate(row.encrypted_secret)
+                except SecretUnreadable:
+                    unreadable += 1
+                    continue
+                # Only where the row still holds what was read: a secret rotated or
+                # replaced meanwhile keeps its newer value.
+                changed += await model.filter(
+                    id=row.id, encrypted_secret=row.encrypted_secret
+                ).update(encrypted_secret=rotated)
             last = rows[-1].id
-    return changed
+    return changed, unreadable
 
 
 # ------------------------------------------------------------------ checking a run
