@@ -80,7 +80,7 @@ async def test_managing_credentials_needs_a_signed_in_person(gql, user):
     mine = await create_credentials(gql, user)
     for document, variables in (
         (LIST_CREDENTIALS, {}),
-        (CREATE_CREDENTIALS, {"p": "openai", "t": "API_KEY", "title": "t", "s": "sk-xyz"}),
+        (CREATE_CREDENTIALS, {"p": "openai", "t": "API_KEY", "title": "t", "s": "sk-xyz-123"}),
         (DELETE_CREDENTIALS, {"id": mine["id"]}),
     ):
         assert await gql.error_code(document, variables, api_key=key) == "FORBIDDEN"
@@ -97,6 +97,7 @@ async def test_managing_credentials_needs_a_signed_in_person(gql, user):
         ({"title": "  "}, "title"),
         ({"title": "t" * 201}, "title"),
         ({"s": ""}, "secret"),
+        ({"s": "short"}, "secret"),
         ({"s": "canary-secret\r\nX-Injected: 1"}, "secret"),
         ({"s": "canary-secret" + "x" * 10_000}, "secret"),
         ({"t": "BASIC", "s": "canary-secret-without-a-colon"}, "secret"),
@@ -104,7 +105,7 @@ async def test_managing_credentials_needs_a_signed_in_person(gql, user):
     ],
 )
 async def test_bad_credentials_are_refused_without_echoing_the_secret(gql, user, overrides, field):
-    variables = {"p": "openai", "t": "API_KEY", "title": "t", "s": "sk-fine", **overrides}
+    variables = {"p": "openai", "t": "API_KEY", "title": "t", "s": "sk-fine-enough", **overrides}
     error = await gql.error(CREATE_CREDENTIALS, variables, token=user.token)
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"].get("field") == field
@@ -128,7 +129,7 @@ async def test_a_user_keeps_at_most_a_thousand_credentials(gql, user, settings):
         ]
     )
     await create_credentials(gql, user)
-    variables = {"p": "openai", "t": "API_KEY", "title": "one too many", "s": "sk-x"}
+    variables = {"p": "openai", "t": "API_KEY", "title": "one too many", "s": "sk-xyz-123"}
     assert await gql.error_code(CREATE_CREDENTIALS, variables, token=user.token) == (
         "BAD_USER_INPUT"
     )

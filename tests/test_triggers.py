@@ -7,9 +7,11 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 
+from app.clock import utcnow
 from app.models import (
     CreditTransactionType,
     Execution,
@@ -32,6 +34,7 @@ from tests.execution_helpers import wait_for_end
 from tests.graph_builders import UPDATE, create_graph, echo_graph, node, node_ids
 from tests.harness import graphql_ws
 from tests.test_live_events import EVENTS, collect
+from workers.jobs.maintenance import prune_trigger_deliveries
 
 SET_ACTIVE = "mutation($id: ID!, $v: Int!) { setActiveGraphVersion(id: $id, version: $v) { id } }"
 
@@ -334,3 +337,23 @@ async def test_only_the_owner_manages_a_trigger(gql, user, new_user):
         assert error["extensions"]["code"] == "NOT_FOUND"
         assert error["message"] == "Trigger not found"
     assert (await Trigger.get(id=trigger["id"])).is_enabled is True
+
+
+async def test_old_deliveries_are_pruned(api, gql, user):
+    _, trigger, secret = await armed_trigger(gql, user)
+    fresh = await post_delivery(api.base_url, trigger["id"], secret, body_of({"keep": 1}))
+    assert fresh.status_code == 202
+    old = await TriggerDelivery.create(
+        id=uuid.uuid4(),
+        trigger_id=trigger["id"],
+        delivery_id="evt_old",
+        signature_digest="0" * 64,
+        status="REJECTED",
+        error="long ago",
+    )
+    await TriggerDelivery.filter(id=old.id).update(received_at=utcnow() - timedelta(days=31))
+    assert await prune_trigger_deliveries() >= 1
+    remaining = await TriggerDelivery.filter(trigger_id=trigger["id"]).values_list(
+        "delivery_id", flat=True
+    )
+    assert remaining == [fresh.json()["deliveryId"]]

@@ -16,7 +16,7 @@ from workers.engine.context import EngineContext
 from workers.jobs.auto_top_up import auto_top_up
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
-from workers.jobs.maintenance import prune_processed_stripe_events
+from workers.jobs.maintenance import prune_processed_stripe_events, prune_trigger_deliveries
 from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.lease import leased
 
@@ -59,12 +59,20 @@ def worker_settings() -> type:
             # keep_result=0: a later drop below the threshold can ask again.
             func(leased(auto_top_up), timeout=120, keep_result=0),
             func(leased(prune_processed_stripe_events)),
+            func(leased(prune_trigger_deliveries)),
         ]
         cron_jobs = [
             cron(
                 leased(prune_processed_stripe_events),
                 hour={3},
                 minute={17},
+                unique=True,
+                run_at_startup=False,
+            ),
+            cron(
+                leased(prune_trigger_deliveries),
+                hour={3},
+                minute={29},
                 unique=True,
                 run_at_startup=False,
             ),

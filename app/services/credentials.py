@@ -26,6 +26,7 @@ from app.services.secret_box import SecretUnreadable, secret_box
 from app.settings import Settings
 
 MAX_TITLE = 200
+MIN_SECRET = 8
 MAX_SECRET = 10_000
 MAX_CREDENTIALS_PER_USER = 1000
 PROVIDER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -40,8 +41,10 @@ NO_SUCH_CREDENTIALS = "no such credentials"
 
 def _check_secret(kind: CredentialsType, secret: str) -> None:
     # Messages never quote the secret.
-    if not secret or len(secret) > MAX_SECRET:
-        raise bad_input(f"secret must be 1 to {MAX_SECRET} characters", field="secret")
+    # Short secrets are refused: outputs are searched for the secret to mask it, and
+    # masking every "abc" in a page would destroy it while protecting nothing.
+    if not MIN_SECRET <= len(secret) <= MAX_SECRET:
+        raise bad_input(f"secret must be {MIN_SECRET} to {MAX_SECRET} characters", field="secret")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
         # It goes into HTTP headers: a line break would smuggle headers in.
         raise bad_input("secret must not contain control characters", field="secret")
