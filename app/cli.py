@@ -149,6 +149,33 @@ def cmd_store_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credentials_reencrypt(args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from app.services.credentials import reencrypt_all
+    from app.settings import tortoise_config
+
+    settings = get_settings()
+    settings.check_secrets()
+
+    async def run() -> tuple[int, int]:
+        await Tortoise.init(config=tortoise_config(settings.DATABASE_URL))
+        try:
+            return await reencrypt_all(settings)
+        finally:
+            await Tortoise.close_connections()
+
+    changed, unreadable = asyncio.run(run())
+    print(f"re-encrypted {changed} secret(s) under the first CREDENTIALS_ENCRYPTION_KEY")
+    if unreadable:
+        print(
+            f"{unreadable} secret(s) could not be decrypted with any configured key; left as is",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -289,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="an integration it uses (repeatable); default: its categories",
     )
     publish.set_defaults(func=cmd_store_publish)
+
+    creds = sub.add_parser("credentials", help="stored credentials")
+    creds_sub = creds.add_subparsers(dest="credentials_command", required=True)
+    reencrypt = creds_sub.add_parser(
+        "reencrypt",
+        help="re-encrypt every stored secret under the first CREDENTIALS_ENCRYPTION_KEY",
+    )
+    reencrypt.set_defaults(func=cmd_credentials_reencrypt)
     return parser
 
 

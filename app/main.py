@@ -17,6 +17,7 @@ from app.middleware import BodySizeLimit, RequestContext, RequestTimer
 from app.rest.files import upload_file
 from app.rest.health import health, metrics
 from app.rest.stripe_webhook import stripe_webhook
+from app.rest.triggers import trigger_delivery
 from app.runtime import start_services
 from app.settings import Settings, get_settings, tortoise_config
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/api/files", upload_file, methods=["POST"]),
         Route("/api/stripe/webhook", stripe_webhook, methods=["POST"]),
+        Route("/api/triggers/{trigger_id}", trigger_delivery, methods=["POST"]),
     ]
     if settings.GRAPHQL_EXPLORER:
         routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False)))

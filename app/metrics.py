@@ -42,6 +42,13 @@ STRIPE_WEBHOOKS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+TRIGGER_DELIVERIES = Counter(
+    "agentgraph_trigger_deliveries",
+    "Webhook trigger deliveries, by outcome (accepted, rejected, duplicate, bad_signature, "
+    "rate_limited, too_large, not_found, refused)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 
 def shared_metric_families(

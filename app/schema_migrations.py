@@ -65,10 +65,27 @@ async def apply_migrations(database_url: str) -> list[str]:
         await command.aclose()
 
 
+def _sqlite_keeps_no_comments() -> None:
+    """SQLite stores no column comments, so a changed comment (a CharEnumField's lists
+    its members: adding an enum value changes it) is nothing to do there; aerich
+    refuses it instead, which would make adding an enum value impossible."""
+    from aerich.ddl.sqlite import SqliteDDL
+    from aerich.migrate import Migrate
+
+    SqliteDDL.set_comment = lambda self, model, field_describe: ""  # type: ignore[method-assign]
+    add_operator = Migrate._add_operator.__func__  # type: ignore[attr-defined]
+
+    def add_unless_empty(cls, operator: str, upgrade: bool = True, fk_m2m_index: bool = False):
+        if operator.strip():
+            add_operator(cls, operator, upgrade, fk_m2m_index)
+
+    Migrate._add_operator = classmethod(add_unless_empty)  # type: ignore[method-assign]
+
+
 async def _generate_one(dialect: str, location: str, name: str) -> None:
     """Child-process half: write aerich's single-dialect migration into `location`."""
     if dialect == "sqlite":
-        _ignore_sqlite_comment_changes()
+        _sqlite_keeps_no_comments()
     command = Command(tortoise_config(_DIALECT_URLS[dialect]), app=APP, location=location)
     try:
         if any((Path(location) / APP).glob("*.py")):
@@ -78,15 +95,6 @@ async def _generate_one(dialect: str, location: str, name: str) -> None:
             await command.init_migrations(safe=False)
     finally:
         await command.aclose()
-
-
-def _ignore_sqlite_comment_changes() -> None:
-    """A new enum member changes its column's comment (Tortoise lists the members
-    there). SQLite keeps comments only inside CREATE TABLE text, and aerich
-    refuses to alter one; there is nothing to alter, so the change is skipped."""
-    from aerich.ddl.sqlite import SqliteDDL
-
-    SqliteDDL.set_comment = lambda self, model, field_describe: ""  # type: ignore[method-assign]
 
 
 def _load(path: Path):

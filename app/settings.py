@@ -6,6 +6,8 @@ code reads `os.environ`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 from functools import lru_cache
@@ -19,6 +21,10 @@ log = logging.getLogger(__name__)
 
 DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"
 DEV_API_KEY_PEPPER = "dev-api-key-pepper-change-me"
+# Dev mode only: a fixed Fernet key, so stored credentials survive restarts of `make dev`.
+DEV_CREDENTIALS_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"agentgraph-dev-credentials-key-change-me").digest()
+).decode()
 
 # Credits granted once per user for these onboarding steps (1 credit = 1 cent).
 DEFAULT_ONBOARDING_REWARDS: dict[str, int] = {
@@ -77,6 +83,17 @@ class Settings(BaseSettings):
     API_KEY_PEPPER: str = DEV_API_KEY_PEPPER
 
     FRONTEND_BASE_URL: str = "http://localhost:3000"
+    # Where this API is reached from outside: trigger URLs point here.
+    PUBLIC_API_URL: str = "http://localhost:8000"
+
+    # Fernet keys (comma-separated) that encrypt stored credentials and trigger
+    # secrets: the first encrypts, every one decrypts (rotation). Required outside dev.
+    CREDENTIALS_ENCRYPTION_KEY: str | None = None
+    # Webhook triggers: body size cap, signed deliveries a minute per trigger, and
+    # how far a signature's timestamp may be from now.
+    TRIGGER_MAX_BODY_BYTES: int = Field(default=1_000_000, ge=1)
+    TRIGGER_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)
+    TRIGGER_SIGNATURE_TOLERANCE_SECONDS: int = Field(default=300, ge=1)
 
     STRIPE_SECRET_KEY: str | None = None
     STRIPE_WEBHOOK_SECRET: str | None = None
@@ -211,13 +228,41 @@ class Settings(BaseSettings):
     def is_dev(self) -> bool:
         return self.ENVIRONMENT == "dev"
 
+    @property
+    def credentials_encryption_keys(self) -> list[str]:
+        """CREDENTIALS_ENCRYPTION_KEY as a list, first key first; in dev without one, a
+        fixed development key (check_secrets refuses that outside dev)."""
+        keys = [k.strip() for k in (self.CREDENTIALS_ENCRYPTION_KEY or "").split(",") if k.strip()]
+        return keys or [DEV_CREDENTIALS_KEY]
+
+    def _check_credentials_keys(self) -> None:
+        from cryptography.fernet import Fernet
+
+        for position, key in enumerate(self.credentials_encryption_keys, start=1):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                # Never echo the value: it is a secret, even when malformed.
+                raise InsecureSettingsError(
+                    f"CREDENTIALS_ENCRYPTION_KEY: key {position} is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes; make one with "
+                    "`python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'`)"
+                ) from None
+
     def check_secrets(self) -> None:
         """Refuse development secrets outside dev mode; warn about them inside it."""
+        self._check_credentials_keys()
         weak = [
             name
             for name, value, dev_value in (
                 ("JWT_SECRET", self.JWT_SECRET, DEV_JWT_SECRET),
                 ("API_KEY_PEPPER", self.API_KEY_PEPPER, DEV_API_KEY_PEPPER),
+                (
+                    "CREDENTIALS_ENCRYPTION_KEY",
+                    self.credentials_encryption_keys[0],
+                    DEV_CREDENTIALS_KEY,
+                ),
             )
             if value == dev_value
         ]

@@ -5,6 +5,7 @@ line that `python -m bench` collects. Run one with `python -m bench.<name>`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shlex
 import statistics
@@ -41,6 +42,8 @@ def bench_env(run_id: str) -> dict[str, str]:
         "REDIS_PREFIX": f"agentgraph-bench-{run_id}:",
         "JWT_SECRET": f"bench-secret-{run_id}-0123456789abcdef",
         "API_KEY_PEPPER": f"bench-pepper-{run_id}",
+        # Production refuses to start without a key for stored credentials.
+        "CREDENTIALS_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "LOG_LEVEL": "WARNING",
         # executeGraph refuses users without credits; the blocks benched here cost nothing.
         "STARTING_CREDITS": "1000",

@@ -111,6 +111,15 @@ class ExecutionMutations:
         inputs: JSON = {},  # noqa: B006
         credentials_inputs: JSON = {},  # noqa: B006
         graph_source: Annotated[GraphSource | None, strawberry.argument(name="source")] = None,
+        preset_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description=(
+                    "Start from this preset's inputs and credentials (those given here win) "
+                    "and, without version, its graph version."
+                )
+            ),
+        ] = None,
     ) -> Execution:
         services = info.context.services
         row = await executions.execute_graph(
@@ -123,6 +132,7 @@ class ExecutionMutations:
             inputs,
             credentials_inputs,
             graph_source,
+            preset_id=preset_id,
         )
         return Execution.from_model(row)
 

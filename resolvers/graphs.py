@@ -81,7 +81,9 @@ class GraphMutations:
         description="Saves a new version; the caller's id in graph must match id or be absent.",
     )
     async def update_graph(self, info: Info, id: strawberry.ID, graph: GraphInput) -> Graph:
-        row = await graphs.update_graph(await info.context.user_id(), id, graph.to_spec())
+        row = await graphs.update_graph(
+            info.context.settings, await info.context.user_id(), id, graph.to_spec()
+        )
         return Graph.from_model(row)
 
     @strawberry.mutation(

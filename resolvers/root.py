@@ -13,17 +13,21 @@ from app.settings import Settings
 from resolvers.admin import AdminMutations, AdminQueries
 from resolvers.api_keys import ApiKeyMutations, ApiKeyQueries
 from resolvers.blocks import BlockMutations, BlockQueries
+from resolvers.credentials import CredentialsMutations, CredentialsQueries
 from resolvers.credits import CreditMutations, CreditQueries
 from resolvers.executions import ExecutionMutations, ExecutionQueries
 from resolvers.graphs import GraphMutations, GraphQueries
+from resolvers.library import LibraryMutations, LibraryQueries
 from resolvers.notifications import (
     NotificationMutations,
     NotificationQueries,
     NotificationSubscription,
 )
 from resolvers.onboarding import OnboardingMutations, OnboardingQueries
+from resolvers.presets import PresetMutations, PresetQueries
 from resolvers.schedules import ScheduleMutations, ScheduleQueries
 from resolvers.subscriptions import Subscription as ExecutionSubscription
+from resolvers.triggers import TriggerMutations
 from resolvers.users import UserMutations, UserQueries
 from schema.executor import AgentGraphExecutor
 from schema.request_gate import DocumentGate, RequestGate
@@ -49,6 +53,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ApiKeyQueries,
         NotificationQueries,
         AdminQueries,
+        LibraryQueries,
+        PresetQueries,
+        CredentialsQueries,
     ):
         pass
 
@@ -64,6 +71,10 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ApiKeyMutations,
         NotificationMutations,
         AdminMutations,
+        LibraryMutations,
+        PresetMutations,
+        CredentialsMutations,
+        TriggerMutations,
     ):
         pass
 

@@ -100,6 +100,10 @@ class Subscription:
                 if sub.overflowed and sub.queue.empty():
                     raise _overflow()
                 _, event = await sub.queue.get()
+                snapshot = event.data["execution"]
+                # A store agent's graph runs for many users: each sees only their own runs.
+                if snapshot.get("userId") != str(user_id):
+                    continue
                 yield ExecutionStatusEvent(
-                    seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
+                    seq=event.seq, execution=Execution.from_snapshot(snapshot)
                 )

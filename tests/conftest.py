@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from cryptography.fernet import Fernet
 
 
 def _free_port() -> int:
@@ -40,6 +41,7 @@ TEST_ENV = {
     "REDIS_PREFIX": f"agentgraph-test-{RUN_ID}:",
     "JWT_SECRET": f"test-jwt-secret-{RUN_ID}-0123456789abcdef",
     "API_KEY_PEPPER": f"test-pepper-{RUN_ID}",
+    "CREDENTIALS_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     "STARTING_CREDITS": "250",
     "FRONTEND_BASE_URL": "https://app.example.test",
     "LOG_LEVEL": "WARNING",

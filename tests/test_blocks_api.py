@@ -42,6 +42,7 @@ EXPECTED = {
     "HttpRequest",
     "SubGraph",
     "LLMCall",
+    "WebhookTrigger",
 }
 
 

@@ -56,7 +56,14 @@ async def test_dev_runs_api_and_worker_on_sqlite_and_prints_a_working_token(tmp_
         "REDIS_PREFIX": TEST_ENV["REDIS_PREFIX"] + "dev:",
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("ENVIRONMENT", "JWT_SECRET", "API_KEY_PEPPER", "STARTING_CREDITS", "LOG_LEVEL"):
+    for name in (
+        "ENVIRONMENT",
+        "JWT_SECRET",
+        "API_KEY_PEPPER",
+        "CREDENTIALS_ENCRYPTION_KEY",
+        "STARTING_CREDITS",
+        "LOG_LEVEL",
+    ):
         env.pop(name, None)
     log_path = tmp_path / "dev.log"
     with log_path.open("wb") as log:

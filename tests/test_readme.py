@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-from tests.graph_builders import block_id
+from tests.agent_helpers import GRAPH_TRIGGER, ROTATE, create_credentials, llm_stack, publish
+from tests.execution_helpers import wait_for_end
+from tests.graph_builders import block_id, create_graph, echo_graph, link, node
 from tests.harness import ROOT, graphql_ws
 
 
@@ -36,3 +39,62 @@ async def test_readme_first_graph_run_and_its_live_subscription(api, gql, user, 
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs)
     assert events[-1]["execution"] == {"status": "COMPLETED", "outputs": {"result": ["hello"]}}
+
+
+async def test_readme_store_agent_preset_and_trigger_sender(database, new_user):
+    """The library, preset and webhook examples work as printed (issue 16), on a
+    stack whose LLMCall is enabled (it talks to a stand-in)."""
+    async with llm_stack("readme") as stack:
+        await _store_agent_preset_and_trigger_sender(stack.api, stack.gql, new_user)
+
+
+async def _store_agent_preset_and_trigger_sender(api, gql, new_user):
+    maker, person = new_user(), new_user()
+    listed = await create_graph(gql, maker, echo_graph("readme agent"))
+    listing_id = publish(listed["id"])
+    added = await gql.ok(_operation("Add"), {"agent": listing_id}, token=person.token)
+    assert added["addStoreAgentToLibrary"]["canRun"] is True
+
+    spec = {
+        "name": "readme preset",
+        "nodes": [
+            node("in", "AgentInput", name="topic", type="string"),
+            node("llm", "LLMCall", prompt="unused"),
+            node("out", "AgentOutput", name="topic"),
+        ],
+        "links": [link("in", "result", "out", "value")],
+    }
+    graph = await create_graph(gql, person, spec)
+    key = await create_credentials(gql, person)
+    preset = await gql.ok(
+        _operation("Preset"), {"graph": graph["id"], "key": key["id"]}, token=person.token
+    )
+    assert preset["createPreset"]["graphVersion"] == 1
+
+    hook = await create_graph(
+        gql,
+        person,
+        {
+            "name": "readme hook",
+            "nodes": [node("hook", "WebhookTrigger"), node("out", "AgentOutput", name="order")],
+            "links": [link("hook", "payload", "out", "value")],
+        },
+    )
+    trigger = (await gql.ok(GRAPH_TRIGGER, {"id": hook["id"]}, token=person.token))["graph"][
+        "trigger"
+    ]
+    secret = (await gql.ok(ROTATE, {"id": trigger["id"]}, token=person.token))[
+        "rotateTriggerSecret"
+    ]["secret"]
+    [sender] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+        if "AgentGraph-Signature" in block
+    ]
+    namespace: dict = {}
+    exec(sender, namespace)
+    url = f"{api.base_url}/api/triggers/{trigger['id']}"
+    answer = await asyncio.to_thread(namespace["deliver"], url, secret, {"id": 7}, "order-7")
+    assert answer["status"] == "ACCEPTED" and answer["deliveryId"] == "order-7"
+    done = await wait_for_end(gql, person, answer["executionId"])
+    assert done["outputs"] == {"order": [{"id": 7}]}

@@ -22,7 +22,7 @@ from workers.jobs.auto_top_up import auto_top_up
 from workers.jobs.blocks import execute_block
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
-from workers.jobs.maintenance import prune_processed_stripe_events
+from workers.jobs.maintenance import prune_processed_stripe_events, prune_trigger_deliveries
 from workers.jobs.notifications import (
     EMAIL_MAX_TRIES,
     create_daily_summaries,
@@ -100,6 +100,7 @@ def worker_settings() -> type:
             func(leased(send_notification_digest), timeout=120, max_tries=EMAIL_MAX_TRIES),
             func(leased(create_daily_summaries), timeout=600),
             func(leased(sweep_notification_mail), timeout=120),
+            func(leased(prune_trigger_deliveries)),
         ]
         # Cron job ids carry the prefix too (arq makes them from the name), so two
         # deployments on one Redis each run their own.
@@ -109,6 +110,14 @@ def worker_settings() -> type:
                 name=f"{settings.REDIS_PREFIX}cron:prune_processed_stripe_events",
                 hour={3},
                 minute={17},
+                unique=True,
+                run_at_startup=False,
+            ),
+            cron(
+                leased(prune_trigger_deliveries),
+                name=f"{settings.REDIS_PREFIX}cron:prune_trigger_deliveries",
+                hour={3},
+                minute={29},
                 unique=True,
                 run_at_startup=False,
             ),

@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.blocks.credentials import (
+    CredentialsField,
+    CredentialsSecret,
+    redact,
+    redact_text,
+    secret_forms,
+)
+
 if TYPE_CHECKING:
     from app.settings import Settings
 
@@ -73,6 +81,12 @@ class BlockRunContext:
     node_execution_id: uuid.UUID | None = None
     # Runs another graph as a child (set by the engine; SubGraph needs it).
     run_sub_graph: Any = None
+    # This block's credentials fields -> the run's decrypted credentials for them.
+    credentials: Mapping[str, CredentialsSecret] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """What a block must never yield or report: its credentials' secrets."""
+        return secret_forms(self.credentials.values())
 
 
 class BlockError(Exception):
@@ -89,9 +103,9 @@ class Block:
     costs: ClassVar[tuple[BlockCost, ...]] = ()
     # Outputs stay available to every later run of the sink (static links).
     static_output: ClassVar[bool] = False
-    # Credentials the user must supply, input pin -> JSON Schema (none built in yet:
-    # LLMCall uses the operator's key). A graph's credentialsInputSchema joins these.
-    credentials_fields: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Credentials a run supplies by id (credentialsInputs), field name -> what it needs.
+    # A graph's credentialsInputSchema joins these (app/blocks/credentials.py).
+    credentials_fields: ClassVar[dict[str, CredentialsField]] = {}
 
     def is_disabled(self, settings: Settings) -> bool:
         """Blocks that need an outside service are disabled when it is not configured."""
@@ -130,6 +144,24 @@ class Block:
     ) -> AsyncIterator[tuple[str, Any]]:  # pragma: no cover - every block overrides
         raise NotImplementedError
         yield  # makes this an async generator for type checkers
+
+
+async def without_secrets(
+    outputs: AsyncIterator[tuple[str, Any]], secrets: list[str]
+) -> AsyncIterator[tuple[str, Any]]:
+    """A block's outputs and failures with its credentials' secrets replaced: a server
+    may echo a key back (in a body or an error), and what a block yields is stored,
+    published and passed on."""
+    try:
+        async for pin, value in outputs:
+            yield pin, redact(value, secrets)
+    except BlockError as exc:
+        raise BlockError(redact_text(str(exc), secrets)) from None
+    except Exception as exc:
+        # Unexpected errors are logged with their traceback: never with a secret in it.
+        if secrets:
+            raise BlockError(redact_text(f"{type(exc).__name__}: {exc}", secrets)) from None
+        raise
 
 
 class InvalidBlockInput(ValueError):

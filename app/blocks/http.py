@@ -30,7 +30,9 @@ from app.blocks.base import (
     BlockInput,
     BlockOutput,
     BlockRunContext,
+    without_secrets,
 )
+from app.blocks.credentials import CredentialsField
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -212,10 +214,28 @@ class HttpRequest(Block):
         client_error: Any = Field(description="The body of a 4xx response.")
         server_error: Any = Field(description="The body of a 5xx response.")
 
+    credentials_fields = {
+        "http_credentials": CredentialsField(
+            provider=None,
+            types=("BEARER", "BASIC"),
+            description=(
+                "Optional: sent as the Authorization header to the URL's host only "
+                "(dropped when a redirect leads to another host)."
+            ),
+            required=False,
+        )
+    }
+
     async def run(self, input: Input, context: BlockRunContext):
+        async for pin, value in without_secrets(self._request(input, context), context.secrets()):
+            yield pin, value
+
+    async def _request(self, input: Input, context: BlockRunContext):
+        credentials = context.credentials.get("http_credentials")
+        authorization = credentials.authorization_header() if credentials else None
         try:
             async with asyncio.timeout(input.timeout_seconds):
-                reply = await self._fetch(input, context.settings)
+                reply = await self._fetch(input, context.settings, authorization)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise BlockError(
                 f"HttpRequest timed out after {input.timeout_seconds:g} seconds"
@@ -234,11 +254,16 @@ class HttpRequest(Block):
             yield "status_code", reply.status_code
             yield "response_headers", dict(reply.headers.items())
 
-    async def _fetch(self, input: Input, settings: Settings) -> _Reply:
+    async def _fetch(
+        self, input: Input, settings: Settings, authorization: str | None = None
+    ) -> _Reply:
         url = parse_url(input.url)
         method: str = input.method
         # Host always follows the URL: the connection may go to a pinned address.
         headers = {k: v for k, v in input.headers.items() if k.lower() != "host"}
+        if authorization is not None:  # stored credentials win over a typed-in header
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            headers["Authorization"] = authorization
         content = _encode_body(input.body, headers)
         timeout = httpx.Timeout(input.timeout_seconds)
         # trust_env=False: no proxy from the environment (it would do its own, unchecked,

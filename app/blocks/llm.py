@@ -1,7 +1,9 @@
 """Calling a language model through any OpenAI-compatible chat completions endpoint.
 
-The endpoint is the operator's (`LLM_API_BASE`, with `LLM_API_KEY`), so it is reached
-without HttpRequest's private-address guard: a local model server is a normal setup.
+The endpoint is the operator's (`LLM_API_BASE`), so it is reached without HttpRequest's
+private-address guard: a local model server is a normal setup. The key is the user's
+stored credentials when the run maps `llm_credentials`, else the operator's
+`LLM_API_KEY`; without an operator key every run must map its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from app.blocks.base import (
     BlockInput,
     BlockOutput,
     BlockRunContext,
+    without_secrets,
 )
+from app.blocks.credentials import CredentialsField
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -111,10 +115,24 @@ class LLMCall(Block):
         prompt_tokens: int = Field(description="Tokens in the prompt, as the provider counts.")
         completion_tokens: int = Field(description="Tokens in the reply.")
 
+    credentials_fields = {
+        "llm_credentials": CredentialsField(
+            provider="openai",
+            types=("API_KEY",),
+            description="An API key for the model endpoint (sent as a bearer token).",
+            # Without the operator's key every run must bring the user's own.
+            server_default_setting="LLM_API_KEY",
+        )
+    }
+
     def is_disabled(self, settings: Settings) -> bool:
         return not settings.LLM_API_BASE
 
     async def run(self, input: Input, context: BlockRunContext):
+        async for pin, value in without_secrets(self._call(input, context), context.secrets()):
+            yield pin, value
+
+    async def _call(self, input: Input, context: BlockRunContext):
         settings = context.settings
         if not settings.LLM_API_BASE:
             raise BlockError("LLMCall is disabled: the server has no LLM_API_BASE")
@@ -131,7 +149,10 @@ class LLMCall(Block):
         if input.json_response:
             payload["response_format"] = {"type": "json_object"}
         headers = {"Content-Type": "application/json"}
-        if settings.LLM_API_KEY:
+        own_key = context.credentials.get("llm_credentials")
+        if own_key is not None:  # the user's stored key wins over the operator's
+            headers["Authorization"] = own_key.authorization_header()
+        elif settings.LLM_API_KEY:
             headers["Authorization"] = f"Bearer {settings.LLM_API_KEY}"
         url = settings.LLM_API_BASE.rstrip("/") + "/chat/completions"
 

@@ -2,6 +2,7 @@
 
 from app.models.admin import AdminAction, AdminAuditEntry
 from app.models.api_keys import ApiKey, ApiKeyPermission, ApiKeyStatus
+from app.models.credentials import CredentialsType, StoredCredentials
 from app.models.credits import (
     AutoTopUpConfig,
     CreditReservation,
@@ -23,8 +24,11 @@ from app.models.executions import (
 )
 from app.models.files import UploadedFile
 from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, StoreListingVersion
+from app.models.library import LibraryGrant, StoreReview
 from app.models.notifications import EmailStatus, Notification
+from app.models.presets import Preset
 from app.models.schedules import Schedule
+from app.models.triggers import Trigger, TriggerDelivery, TriggerDeliveryStatus
 from app.models.users import (
     FeatureFlagOverride,
     NotificationPreferences,
@@ -45,16 +49,22 @@ __models__ = [
     FeatureFlagOverride,
     Graph,
     LibraryAgent,
+    LibraryGrant,
     Link,
     Node,
     NodeExecution,
     Notification,
     NotificationPreferences,
+    Preset,
     ProcessedStripeEvent,
     RefundRequest,
     Schedule,
+    StoredCredentials,
     StoreListing,
     StoreListingVersion,
+    StoreReview,
+    Trigger,
+    TriggerDelivery,
     UploadedFile,
     User,
     UserBalance,
@@ -69,6 +79,7 @@ __all__ = [
     "ApiKeyPermission",
     "ApiKeyStatus",
     "AutoTopUpConfig",
+    "CredentialsType",
     "CreditReservation",
     "CreditTransaction",
     "CreditTransactionType",
@@ -81,6 +92,7 @@ __all__ = [
     "Graph",
     "GraphSource",
     "LibraryAgent",
+    "LibraryGrant",
     "Link",
     "Node",
     "NodeExecution",
@@ -88,12 +100,18 @@ __all__ = [
     "NotificationPreferences",
     "NotificationType",
     "OnboardingStep",
+    "Preset",
     "ProcessedStripeEvent",
     "RefundRequest",
     "RefundRequestStatus",
     "Schedule",
     "StoreListing",
     "StoreListingVersion",
+    "StoreReview",
+    "StoredCredentials",
+    "Trigger",
+    "TriggerDelivery",
+    "TriggerDeliveryStatus",
     "UploadedFile",
     "User",
     "UserBalance",

@@ -25,6 +25,7 @@ class GraphSource(StrEnum):
     LIBRARY = "LIBRARY"
     API = "API"
     SCHEDULE = "SCHEDULE"
+    WEBHOOK = "WEBHOOK"
 
 
 class Execution(Model):
@@ -39,6 +40,9 @@ class Execution(Model):
     inputs = fields.JSONField(default=dict)
     # Credential ids only, never secrets.
     credentials_inputs = fields.JSONField(default=dict)
+    # Node id -> input pin -> value, set on the node before it first runs (a webhook
+    # delivery's body for its trigger node).
+    node_inputs = fields.JSONField(null=True)
     outputs = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     started_at = fields.DatetimeField(null=True)

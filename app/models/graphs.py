@@ -66,11 +66,19 @@ class LibraryAgent(Model):
     settings = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
+    # The version's name and description, kept here so the library can be searched.
+    name = fields.CharField(max_length=200, default="")
+    description = fields.TextField(null=True)
+    is_favorite = fields.BooleanField(default=False)
+    # Set for a store agent: the listing version it was added (or updated) from.
+    listing_version_id = fields.UUIDField(null=True)
+    # Last save, version move or run; the library lists newest activity first.
+    activity_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "library_agents"
         unique_together = (("user", "graph_id"),)
-        indexes = [("graph_id",)]
+        indexes = [("graph_id",), ("user_id", "activity_at")]
 
 
 class StoreListing(Model):

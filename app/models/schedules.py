@@ -14,6 +14,10 @@ class Schedule(Model):
     timezone = fields.CharField(max_length=64)
     inputs = fields.JSONField(default=dict)
     credentials = fields.JSONField(default=dict)
+    # Runs start from this preset's inputs and credentials (the schedule's own win).
+    # Not a foreign key: SQLite cannot add one to an existing table; deletePreset
+    # deletes the preset's schedules itself.
+    preset_id = fields.UUIDField(null=True)
     # The next due time in UTC; the scheduler claims rows by it.
     next_run_at = fields.DatetimeField(null=True)
     last_run_at = fields.DatetimeField(null=True)

@@ -29,10 +29,10 @@ from app.models import (
     Node,
     NodeExecution,
 )
-from app.services import ledger, onboarding
+from app.services import ledger, onboarding, run_requests
 from app.services.execution_outputs import with_current_outputs
 from app.services.graph_validation import Validation, parse_uuid
-from app.services.graphs import get_graph, validation_error
+from app.services.graphs import validation_error
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
 from app.settings import Settings
 
@@ -96,18 +96,19 @@ async def execute_graph(
     inputs: Any,
     credentials_inputs: Any,
     source: GraphSource | None,
+    preset_id: str | None = None,
+    node_inputs: dict[str, dict[str, Any]] | None = None,
 ) -> Execution:
-    graph = await get_graph(user_id, graph_id, version)
-    if graph is None:
-        raise not_found("Graph")
-    if not isinstance(inputs, dict):
-        raise bad_input("inputs must be an object", field="inputs")
-    if not isinstance(credentials_inputs, dict):
-        raise bad_input("credentialsInputs must be an object", field="credentialsInputs")
+    # Presets, library agents and stored credentials (issue 16): app/services/run_requests.py.
+    request = await run_requests.prepare(
+        user_id, graph_id, version, inputs, credentials_inputs, preset_id
+    )
+    graph, inputs, credentials_inputs = request.graph, request.inputs, request.credentials_inputs
     if await ledger.get_balance(user_id) <= 0:
         raise AppError(ErrorCode.INSUFFICIENT_CREDITS, "Insufficient credits to start a run")
     nodes = await Node.filter(graph_id=graph.id)
     validation = check_run_inputs(settings, nodes, inputs)
+    await run_requests.check_credentials(settings, user_id, request, nodes, validation)
     if not validation.valid:
         raise validation_error(validation)
 
@@ -120,10 +121,12 @@ async def execute_graph(
         source=source,
         inputs=inputs,
         credentials_inputs=credentials_inputs,
+        node_inputs=node_inputs,
     )
     await publish_status(publisher, execution)
     await enqueue_run(settings, arq, execution.id)
     await onboarding.record_run(settings, user_id, graph.graph_id, source)
+    await run_requests.record_run(user_id, graph.graph_id)
     return execution
 
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from app.blocks.base import ERROR_PIN, Block
 from app.blocks.registry import get_block
+from app.blocks.triggers import WEBHOOK_TRIGGER_BLOCK_NAME
 from app.models import Graph, Node
 
 SUB_GRAPH_BLOCK_NAME = "SubGraph"
@@ -151,6 +152,7 @@ async def validate_graph(
         return result
 
     blocks: dict[str, Block] = {}
+    triggers: list[str] = []
     id_counts = Counter(node.id for node in spec.nodes)
     for node in spec.nodes:
         if id_counts[node.id] > 1:
@@ -166,6 +168,11 @@ async def validate_graph(
         if not isinstance(node.metadata, dict):
             result.add(node.id, "metadata", "must be an object")
         blocks[node.id] = block
+        if block.name == WEBHOOK_TRIGGER_BLOCK_NAME:
+            triggers.append(node.id)
+    for extra in triggers[1:]:
+        # One trigger URL per graph: a delivery must know which node it feeds.
+        result.add(extra, "blockId", "a graph has at most one WebhookTrigger")
 
     index = _SubGraphIndex(user_id)
     sub_graph_outputs: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from app.blocks.registry import get_block
+from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.models import (
     Graph,
@@ -19,9 +20,21 @@ from app.models import (
     Link,
     Node,
     OnboardingStep,
+    Preset,
     Schedule,
+    Trigger,
 )
-from app.services import onboarding
+from app.services import onboarding, trigger_setup
+from app.services.graph_access import granted_graph, granted_versions
+
+# The JSON Schemas of a graph's inputs, outputs and credentials, and export; kept
+# importable from here, where callers have always found them.
+from app.services.graph_schemas import (  # noqa: F401
+    credentials_input_schema,
+    export_defaults,
+    input_schema,
+    output_schema,
+)
 from app.services.graph_validation import (
     GraphSpec,
     Validation,
@@ -34,19 +47,6 @@ from app.settings import Settings
 
 DEFAULT_LIBRARY_SETTINGS = {"human_in_the_loop_safe_mode": True}
 MAX_GRAPHS_PAGE = 100
-# Keys (pin names, or keys nested in a default such as HTTP headers) whose values
-# are secrets or credential ids: never exported.
-_SECRET_MARKERS = (
-    "credential",
-    "api_key",
-    "apikey",
-    "api-key",
-    "password",
-    "secret",
-    "token",
-    "authorization",
-    "cookie",
-)
 
 
 def validation_error(validation: Validation) -> AppError:
@@ -128,14 +128,42 @@ async def create_graph(
             graph_id=graph_id,
             graph_version=1,
             settings=dict(DEFAULT_LIBRARY_SETTINGS),
+            **library_fields(graph),
             using_db=conn,
         )
+    await _give_trigger(settings, user_id, graph_id, spec)
     if source == GraphSource.BUILDER:
         await onboarding.complete_step(settings, user_id, OnboardingStep.BUILDER_SAVE_AGENT)
     elif source == GraphSource.LIBRARY:
         # A store agent saved into the library: the server sees the add itself.
         await onboarding.complete_step(settings, user_id, OnboardingStep.MARKETPLACE_ADD_AGENT)
     return graph
+
+
+def library_fields(graph: Graph) -> dict[str, Any]:
+    """What a library entry keeps of the version it runs (for listing and search)."""
+    return {"name": graph.name, "description": graph.description, "activity_at": utcnow()}
+
+
+async def _move_library_entry(conn, user_id: uuid.UUID, graph: Graph) -> None:
+    """The owner's library entry and presets follow the active version."""
+    await (
+        LibraryAgent.filter(user_id=user_id, graph_id=graph.graph_id)
+        .using_db(conn)
+        .update(graph_version=graph.version, **library_fields(graph))
+    )
+    await (
+        Preset.filter(user_id=user_id, graph_id=graph.graph_id)
+        .using_db(conn)
+        .update(graph_version=graph.version)
+    )
+
+
+async def _give_trigger(
+    settings: Settings, user_id: uuid.UUID, graph_id: uuid.UUID, spec: GraphSpec
+) -> None:
+    if any(trigger_setup.is_trigger_block(get_block(node.block_id)) for node in spec.nodes):
+        await trigger_setup.ensure_trigger(settings, user_id, graph_id)
 
 
 async def _owned_ids(user_id: uuid.UUID, graph_id: str) -> uuid.UUID:
@@ -145,7 +173,9 @@ async def _owned_ids(user_id: uuid.UUID, graph_id: str) -> uuid.UUID:
     return parsed
 
 
-async def update_graph(user_id: uuid.UUID, graph_id: str, spec: GraphSpec) -> Graph:
+async def update_graph(
+    settings: Settings, user_id: uuid.UUID, graph_id: str, spec: GraphSpec
+) -> Graph:
     parsed = await _owned_ids(user_id, graph_id)
     if spec.id is not None and parse_uuid(spec.id) != parsed:
         raise bad_input("graph.id must match id or be left out", field="graph.id")
@@ -157,13 +187,10 @@ async def update_graph(user_id: uuid.UUID, graph_id: str, spec: GraphSpec) -> Gr
             version = max(row.version for row in rows) + 1
             await Graph.filter(graph_id=parsed).using_db(conn).update(is_active=False)
             graph = await _write_version(conn, user_id, parsed, version, spec)
-            await (
-                LibraryAgent.filter(user_id=user_id, graph_id=parsed)
-                .using_db(conn)
-                .update(graph_version=version)
-            )
+            await _move_library_entry(conn, user_id, graph)
     except IntegrityError as exc:  # SQLite has no row locks: two saves raced
         raise AppError(ErrorCode.CONFLICT, "The graph was saved concurrently; retry") from exc
+    await _give_trigger(settings, user_id, parsed, spec)
     return graph
 
 
@@ -174,6 +201,9 @@ async def delete_graph(user_id: uuid.UUID, graph_id: str) -> int:
         deleted = await Graph.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
         await Schedule.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
         await LibraryAgent.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
+        # Presets and triggers go too (deliveries and preset schedules cascade).
+        await Trigger.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
+        await Preset.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
     return deleted
 
 
@@ -190,11 +220,7 @@ async def set_active_version(user_id: uuid.UUID, graph_id: str, version: int) ->
             .update(is_active=False)
         )
         await Graph.filter(id=target.id).using_db(conn).update(is_active=True)
-        await (
-            LibraryAgent.filter(user_id=user_id, graph_id=parsed)
-            .using_db(conn)
-            .update(graph_version=version)
-        )
+        await _move_library_entry(conn, user_id, target)
     target.is_active = True
     return target
 
@@ -202,15 +228,18 @@ async def set_active_version(user_id: uuid.UUID, graph_id: str, version: int) ->
 async def update_settings(
     user_id: uuid.UUID, graph_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
-    parsed = await _owned_ids(user_id, graph_id)
-    entry = await LibraryAgent.get_or_none(user_id=user_id, graph_id=parsed)
+    # A store agent in the library has settings of its own too.
+    parsed = parse_uuid(graph_id)
+    entry = await LibraryAgent.get_or_none(user_id=user_id, graph_id=parsed) if parsed else None
     if entry is None:
+        parsed = await _owned_ids(user_id, graph_id)
         active = await Graph.get(graph_id=parsed, is_active=True)
         entry = await LibraryAgent.create(
             user_id=user_id,
             graph_id=parsed,
             graph_version=active.version,
             settings=dict(DEFAULT_LIBRARY_SETTINGS),
+            **library_fields(active),
         )
     entry.settings = {**DEFAULT_LIBRARY_SETTINGS, **entry.settings, **changes}
     await entry.save(update_fields=["settings", "updated_at"])
@@ -218,19 +247,21 @@ async def update_settings(
 
 
 async def get_graph(user_id: uuid.UUID, graph_id: str, version: int | None = None) -> Graph | None:
+    """The user's own graph, or a version a store agent in their library grants."""
     parsed = parse_uuid(graph_id)
     if parsed is None:
         return None
     query = Graph.filter(graph_id=parsed, user_id=user_id)
     query = query.filter(version=version) if version is not None else query.filter(is_active=True)
-    return await query.first()
+    return await query.first() or await granted_graph(user_id, parsed, version)
 
 
 async def graph_versions(user_id: uuid.UUID, graph_id: str) -> list[Graph]:
     parsed = parse_uuid(graph_id)
     if parsed is None:
         return []
-    return await Graph.filter(graph_id=parsed, user_id=user_id).order_by("-version")
+    own = await Graph.filter(graph_id=parsed, user_id=user_id).order_by("-version")
+    return own or await granted_versions(user_id, parsed)
 
 
 @dataclass
@@ -262,80 +293,6 @@ async def list_graphs(user_id: uuid.UUID, first: int, after: str | None) -> Grap
     rows = await query.order_by("-created_at", "-graph_id").limit(first + 1)
     total = await base.count()
     return GraphPage(graphs=rows[:first], total=total, has_next=len(rows) > first)
-
-
-def input_schema(nodes: list[Node]) -> dict[str, Any]:
-    """JSON Schema of a graph's inputs: one property per AgentInput node."""
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for node in nodes:
-        block = get_block(node.block_id)
-        if block is None or block.name != "AgentInput":
-            continue
-        defaults = node.input_default or {}
-        name = defaults.get("name")
-        if not isinstance(name, str) or name in properties:
-            continue
-        prop: dict[str, Any] = {"title": name, **_json_type(defaults.get("type", "any"))}
-        if defaults.get("description"):
-            prop["description"] = defaults["description"]
-        if defaults.get("value") is not None:
-            prop["default"] = defaults["value"]
-        else:
-            required.append(name)
-        properties[name] = prop
-    return {"type": "object", "properties": properties, "required": required}
-
-
-def output_schema(nodes: list[Node]) -> dict[str, Any]:
-    """JSON Schema of a graph's outputs: one property per AgentOutput name."""
-    properties: dict[str, Any] = {}
-    for node in nodes:
-        block = get_block(node.block_id)
-        if block is None or block.name != "AgentOutput":
-            continue
-        defaults = node.input_default or {}
-        name = defaults.get("name")
-        if isinstance(name, str) and name not in properties:
-            prop: dict[str, Any] = {"title": name}
-            if defaults.get("description"):
-                prop["description"] = defaults["description"]
-            properties[name] = prop
-    return {"type": "object", "properties": properties}
-
-
-def _json_type(kind: str) -> dict[str, Any]:
-    if kind == "file":
-        # Files travel as URIs: data: or a signed blob URL from POST /api/files.
-        return {"type": "string", "format": "uri", "contentMediaType": "application/octet-stream"}
-    if kind in ("string", "number", "integer", "boolean", "object", "array"):
-        return {"type": kind}
-    return {}
-
-
-def credentials_input_schema(nodes: list[Node]) -> dict[str, Any]:
-    """The credentials the given nodes' blocks declare (pass a graph's nodes and
-    its sub-graphs' nodes), each once."""
-    properties: dict[str, Any] = {}
-    for node in nodes:
-        block = get_block(node.block_id)
-        if block is not None:
-            for pin, schema in block.credentials_fields.items():
-                properties.setdefault(pin, schema)
-    return {"type": "object", "properties": properties, "required": sorted(properties)}
-
-
-def export_defaults(value: Any) -> Any:
-    """A node's defaults without secrets or credential ids, at any depth (forExport)."""
-    if isinstance(value, dict):
-        return {
-            key: export_defaults(item)
-            for key, item in value.items()
-            if not any(marker in str(key).lower() for marker in _SECRET_MARKERS)
-        }
-    if isinstance(value, list):
-        return [export_defaults(item) for item in value]
-    return value
 
 
 def sub_graph_refs(nodes: list[Node]) -> list[tuple[uuid.UUID, int]]:

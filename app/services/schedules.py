@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -37,11 +36,12 @@ from app.models import (
     Schedule,
     User,
 )
-from app.services import executions, onboarding
+from app.services import executions, onboarding, run_requests
+from app.services.after_commit import AfterCommit, DeferredPublisher, DeferredQueue
 from app.services.cron_times import next_fire_time, parse_cron, schedule_zone
 from app.services.executions import check_run_inputs
 from app.services.graph_validation import parse_uuid
-from app.services.graphs import get_graph, validation_error
+from app.services.graphs import validation_error
 from app.services.users import is_valid_timezone
 from app.settings import Settings
 
@@ -60,6 +60,7 @@ class ScheduleSpec:
     inputs: Any = None
     credentials: Any = None
     timezone: str | None = None
+    preset_id: str | None = None
 
 
 async def _zone_name(user_id: uuid.UUID, requested: str | None) -> str:
@@ -97,10 +98,14 @@ async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: Schedule
     if next_run_at is None:
         raise bad_input(f"cron {cron!r} never fires", field="cron")
 
-    graph = await get_graph(user_id, spec.graph_id, spec.graph_version)
-    if graph is None:
-        raise not_found("Graph")
-    validation = check_run_inputs(settings, await Node.filter(graph_id=graph.id), inputs)
+    # The graph (own, or a store agent's), with a preset's inputs under the schedule's.
+    request = await run_requests.prepare(
+        user_id, spec.graph_id, spec.graph_version, inputs, credentials, spec.preset_id
+    )
+    graph = request.graph
+    nodes = await Node.filter(graph_id=graph.id)
+    validation = check_run_inputs(settings, nodes, request.inputs)
+    await run_requests.check_credentials(settings, user_id, request, nodes, validation)
     if not validation.valid:
         raise validation_error(validation)
 
@@ -115,6 +120,8 @@ async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: Schedule
         timezone=zone_name,
         inputs=inputs,
         credentials=credentials,
+        # A preset's own inputs keep applying as it changes; it runs the preset's version.
+        preset_id=request.preset.id if request.preset else None,
         next_run_at=next_run_at,
     )
     await onboarding.complete_step(settings, user_id, OnboardingStep.SCHEDULE_AGENT)
@@ -178,35 +185,6 @@ class Firing:
     detail: str | None = None
 
 
-@dataclass
-class _AfterCommit:
-    """Redis side effects of executeGraph held back until the firing commits: a
-    worker must never pick up the job of an execution row it cannot see yet."""
-
-    actions: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-
-    async def run(self) -> None:
-        for action in self.actions:
-            await action()
-
-
-class _DeferredQueue:
-    def __init__(self, after_commit: _AfterCommit, arq: ArqRedis) -> None:
-        self.after_commit, self.arq = after_commit, arq
-
-    async def enqueue_job(self, *args: Any, **kwargs: Any) -> None:
-        self.after_commit.actions.append(lambda: self.arq.enqueue_job(*args, **kwargs))
-
-
-class _DeferredPublisher:
-    def __init__(self, after_commit: _AfterCommit, publisher: EventPublisher) -> None:
-        self.after_commit, self.publisher = after_commit, publisher
-
-    async def publish(self, *args: Any, **kwargs: Any) -> int:
-        self.after_commit.actions.append(lambda: self.publisher.publish(*args, **kwargs))
-        return 0
-
-
 class _LostClaim(Exception):
     """Rolls the firing back: the row no longer holds the due time we claimed."""
 
@@ -221,7 +199,7 @@ async def fire_next_due(
     """Fires the most overdue schedule not yet in `attempted` (its id is added
     there), or returns None when nothing is due. Unexpected errors roll the
     firing back and propagate; the schedule stays due for the next poll."""
-    after_commit = _AfterCommit()
+    after_commit = AfterCommit()
     firing: Firing | None = None
     try:
         async with in_transaction() as conn:
@@ -262,7 +240,7 @@ async def fire_next_due(
 
 async def _run_as_owner(
     settings: Settings,
-    after_commit: _AfterCommit,
+    after_commit: AfterCommit,
     arq: ArqRedis,
     publisher: EventPublisher,
     row: Schedule,
@@ -272,14 +250,15 @@ async def _run_as_owner(
     try:
         execution = await executions.execute_graph(
             settings,
-            _DeferredQueue(after_commit, arq),  # type: ignore[arg-type]
-            _DeferredPublisher(after_commit, publisher),  # type: ignore[arg-type]
+            DeferredQueue(after_commit, arq),  # type: ignore[arg-type]
+            DeferredPublisher(after_commit, publisher),  # type: ignore[arg-type]
             firing.user_id,
             str(row.graph_id),
-            row.graph_version,
+            None if row.preset_id else row.graph_version,  # type: ignore[attr-defined]
             row.inputs,
             row.credentials,
             GraphSource.SCHEDULE,
+            preset_id=str(row.preset_id) if row.preset_id else None,  # type: ignore[attr-defined]
         )
     except AppError as exc:
         firing.outcome = _SKIPS.get(exc.code, FiringOutcome.SKIPPED_INVALID)

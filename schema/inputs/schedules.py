@@ -22,6 +22,13 @@ class ScheduleInput:
         default=strawberry.UNSET,
         description="IANA name; the user's time zone when left out, then UTC.",
     )
+    preset_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            "Runs start from this preset's inputs and credentials (the schedule's own win) "
+            "and run the preset's graph version."
+        ),
+    )
 
     def to_spec(self) -> ScheduleSpec:
         return ScheduleSpec(
@@ -32,4 +39,5 @@ class ScheduleInput:
             inputs=_given(self.inputs),
             credentials=_given(self.credentials),
             timezone=_given(self.timezone),
+            preset_id=None if _given(self.preset_id) is None else str(self.preset_id),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
@@ -11,8 +12,11 @@ from strawberry.scalars import JSON
 from app import models
 from app.context import Info
 from app.services import graphs as graph_service
+from app.services import trigger_setup
 from app.services.graph_validation import Validation
 from schema.types.blocks import Block
+from schema.types.pages import PageInfo
+from schema.types.triggers import Trigger, TriggerDeliveryConnection
 
 GraphSource = strawberry.enum(models.GraphSource, name="GraphSource")
 
@@ -102,9 +106,14 @@ class Graph:
     async def _nodes(self, info: Info) -> list[models.Node]:
         return await info.context.loaders.nodes.load(self.row_id)
 
+    async def _is_owner(self, info: Info) -> bool:
+        return await info.context.user_id() == self.owner_id
+
     @strawberry.field
     async def nodes(self, info: Info) -> list[Node]:
-        return [Node.from_model(n, self.for_export) for n in await self._nodes(info)]
+        # A store agent's nodes are read-only and never carry its creator's secrets.
+        strip = self.for_export or not await self._is_owner(info)
+        return [Node.from_model(n, strip) for n in await self._nodes(info)]
 
     @strawberry.field
     async def links(self, info: Info) -> list[Link]:
@@ -128,7 +137,7 @@ class Graph:
         children = await graph_service.sub_graphs(self.owner_id, nodes)
         child_nodes = await info.context.loaders.nodes.load_many([c.id for c in children])
         return graph_service.credentials_input_schema(
-            [*nodes, *(node for group in child_nodes for node in group)]
+            info.context.settings, [*nodes, *(node for group in child_nodes for node in group)]
         )
 
     @strawberry.field(description="Graphs that its sub-graph nodes run, at the versions they name.")
@@ -138,10 +147,39 @@ class Graph:
 
     @strawberry.field
     async def settings(self, info: Info) -> GraphSettings | None:
+        # The viewer's library entry: a store agent's settings are its user's own.
         entry = await info.context.loaders.library_entries.load(
-            (self.owner_id, uuid.UUID(str(self.id)))
+            (await info.context.user_id(), uuid.UUID(str(self.id)))
         )
         return GraphSettings.from_dict(self.id, entry.settings) if entry else None
+
+    @strawberry.field(
+        description=(
+            "The viewer's webhook trigger of this graph, when this version has a "
+            "WebhookTrigger node (a store agent's trigger comes with a preset)."
+        )
+    )
+    async def trigger(self, info: Info) -> Trigger | None:
+        if trigger_setup.trigger_node(await self._nodes(info)) is None:
+            return None
+        row = await trigger_setup.graph_trigger(
+            await info.context.user_id(), uuid.UUID(str(self.id))
+        )
+        return Trigger.from_model(row) if row else None
+
+    @strawberry.field(
+        description="Deliveries to the viewer's triggers of this graph and its presets."
+    )
+    async def trigger_deliveries(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description="1 to 100.")] = 25,
+        after: str | None = None,
+    ) -> TriggerDeliveryConnection:
+        page = await trigger_setup.list_deliveries(
+            await info.context.user_id(), uuid.UUID(str(self.id)), first, after
+        )
+        return TriggerDeliveryConnection.from_page(page)
 
     @classmethod
     def from_model(cls, row: models.Graph, for_export: bool = False) -> Graph:
@@ -156,12 +194,6 @@ class Graph:
             owner_id=row.user_id,  # type: ignore[attr-defined]
             for_export=for_export,
         )
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
 
 
 @strawberry.type

@@ -25,6 +25,9 @@ class Schedule:
     )
     last_run_at: datetime | None
     created_at: datetime
+    preset_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The preset its runs start from, if any."
+    )
 
     @classmethod
     def from_model(cls, row: models.Schedule) -> Schedule:
@@ -39,4 +42,5 @@ class Schedule:
             next_run_time=next_run_time(row),
             last_run_at=row.last_run_at,
             created_at=row.created_at,
+            preset_id=strawberry.ID(str(row.preset_id)) if row.preset_id else None,  # type: ignore[attr-defined]
         )

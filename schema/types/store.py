@@ -1,7 +1,13 @@
+"""Store agents: a published version of a listing, with its runs and rating."""
+
 from __future__ import annotations
+
+import uuid
 
 import strawberry
 
+from app.context import Info
+from app.services import store
 from app.services.store import RecommendedAgent
 
 
@@ -13,8 +19,14 @@ class StoreAgent:
     name: str
     description: str
     creator: str
-    runs: int
-    rating: float
+    runs: int = strawberry.field(description="Runs of its graph by anyone.")
+    rating: float = strawberry.field(description="Mean of its users' ratings, 0 when unrated.")
+    listing_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="The caller's own rating (1 to 5), null when not rated.")
+    async def my_rating(self, info: Info) -> int | None:
+        ratings = await store.my_ratings(await info.context.user_id(), [self.listing_id])
+        return ratings.get(self.listing_id)
 
     @classmethod
     def from_recommendation(cls, item: RecommendedAgent) -> StoreAgent:
@@ -27,4 +39,5 @@ class StoreAgent:
             creator=item.version.creator,
             runs=item.listing.runs,
             rating=item.listing.rating,
+            listing_id=item.listing.id,
         )

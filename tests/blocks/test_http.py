@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,8 @@ import pytest
 from aiohttp import web
 
 from app.blocks import http as http_block
-from app.blocks.base import BlockError, InvalidBlockInput
+from app.blocks.base import BlockError, BlockRunContext, InvalidBlockInput
+from app.blocks.credentials import CredentialsSecret
 from app.blocks.http import HttpRequest, check_public_url, is_public_address
 from app.settings import Settings
 from tests.blocks.conftest import run_block
@@ -382,3 +385,69 @@ async def test_connection_goes_to_the_checked_address(
     out = await _request(DEFAULT, url=server.url("/json", host="rebind.example"))
     assert out["response"] == {"hello": "world", "n": 1}
     assert server.requests[before:] == [("GET", "/json", f"rebind.example:{server.port}")]
+
+
+# --- stored credentials (issue 16) -------------------------------------------------
+
+
+def _with_credentials(kind: str, secret: str) -> BlockRunContext:
+    return BlockRunContext(
+        settings=ALLOW_PRIVATE,
+        user_id=uuid.uuid4(),
+        credentials={"http_credentials": CredentialsSecret("example", kind, secret)},
+    )
+
+
+async def test_bearer_credentials_are_sent_and_never_yielded(server: LocalServer) -> None:
+    secret = "tok-" + uuid.uuid4().hex
+    out = dict(
+        await run_block(
+            HttpRequest(),
+            # A typed-in Authorization header loses to the stored credentials.
+            {"url": server.url("/echo"), "headers": {"Authorization": "Bearer typed"}},
+            _with_credentials("BEARER", secret),
+        )
+    )
+    # The echo server sent the header straight back: the block yields it masked.
+    assert out["response"]["headers"]["authorization"] == "Bearer ***"
+    assert secret not in json.dumps(out)
+
+
+async def test_basic_credentials_are_sent_base64_and_never_yielded(server: LocalServer) -> None:
+    password = "pw-" + uuid.uuid4().hex
+    out = dict(
+        await run_block(
+            HttpRequest(),
+            {"url": server.url("/echo")},
+            _with_credentials("BASIC", f"me:{password}"),
+        )
+    )
+    assert out["response"]["headers"]["authorization"] == "Basic ***"
+    encoded = base64.b64encode(f"me:{password}".encode()).decode()
+    assert password not in json.dumps(out) and encoded not in json.dumps(out)
+
+
+async def test_stored_credentials_do_not_follow_a_redirect_to_another_origin(
+    server: LocalServer,
+) -> None:
+    target = server.url("/echo", host="localhost")
+    out = dict(
+        await run_block(
+            HttpRequest(),
+            {"url": server.url(f"/redirect-to?target={target}")},
+            _with_credentials("BEARER", "tok-" + uuid.uuid4().hex),
+        )
+    )
+    assert "authorization" not in out["response"]["headers"]
+
+
+async def test_an_error_naming_the_secret_is_masked(server: LocalServer) -> None:
+    secret = "tok-" + uuid.uuid4().hex
+    # The URL itself carries the secret (a user pasted it): the failure quotes the URL.
+    with pytest.raises(BlockError) as failure:
+        await run_block(
+            HttpRequest(),
+            {"url": f"http:///{secret}"},
+            _with_credentials("BEARER", secret),
+        )
+    assert secret not in str(failure.value) and "***" in str(failure.value)

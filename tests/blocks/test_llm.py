@@ -4,74 +4,24 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from app.blocks.base import BlockError, InvalidBlockInput
+from app.blocks.base import BlockError, BlockRunContext, InvalidBlockInput
 from app.blocks.costs import cost_before_run
+from app.blocks.credentials import CredentialsSecret
 from app.blocks.llm import LLMCall
 from app.settings import Settings
 from tests.blocks.conftest import run_block
-
-
-@dataclass
-class StandIn:
-    """The fake provider: what it got, and what it answers next."""
-
-    port: int
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    reply_text: str = "Hello from the model."
-    status: int = 200
-    error_body: Any = None
-
-    @property
-    def settings(self) -> Settings:
-        return Settings(LLM_API_BASE=f"http://127.0.0.1:{self.port}/v1", LLM_API_KEY="sk-test")
-
-
-def _app(stand_in: StandIn) -> web.Application:
-    async def chat_completions(request: web.Request) -> web.Response:
-        stand_in.requests.append({"headers": dict(request.headers), "json": await request.json()})
-        if stand_in.status != 200:
-            if isinstance(stand_in.error_body, str):
-                return web.Response(text=stand_in.error_body, status=stand_in.status)
-            return web.json_response(stand_in.error_body, status=stand_in.status)
-        body = await request.json()
-        return web.json_response(
-            {
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": 1700000000,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": stand_in.reply_text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
-            }
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return app
+from tests.llm_stand_in import StandIn, start_stand_in
 
 
 @pytest.fixture(scope="module")
 async def provider() -> AsyncIterator[StandIn]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    stand_in = StandIn(port=port)
-    runner = web.AppRunner(_app(stand_in), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stand_in, runner = await start_stand_in()
     yield stand_in
     await runner.cleanup()
 
@@ -79,10 +29,7 @@ async def provider() -> AsyncIterator[StandIn]:
 @pytest.fixture
 def stand_in(provider: StandIn) -> StandIn:
     """The module's provider, reset to answering normally."""
-    provider.requests.clear()
-    provider.reply_text = "Hello from the model."
-    provider.status = 200
-    provider.error_body = None
+    provider.reset()
     return provider
 
 
@@ -235,3 +182,43 @@ def test_cost_depends_on_the_model() -> None:
     # Every model the block accepts has a price.
     accepted = LLMCall().input_schema()["properties"]["model"]["enum"]
     assert all(cost_before_run(costs, {"model": model}) > 0 for model in accepted)
+
+
+# --- stored credentials (issue 16) -------------------------------------------------
+
+
+def _own_key(stand_in: StandIn, key: str) -> BlockRunContext:
+    return BlockRunContext(
+        settings=stand_in.settings,
+        user_id=uuid.uuid4(),
+        credentials={"llm_credentials": CredentialsSecret("openai", "API_KEY", key)},
+    )
+
+
+async def test_the_users_own_key_wins_over_the_operators(stand_in: StandIn) -> None:
+    key = "sk-user-" + uuid.uuid4().hex
+    outputs = dict(await run_block(LLMCall(), {"prompt": "hi"}, _own_key(stand_in, key)))
+    assert outputs["response"] == "Hello from the model."
+    [request] = stand_in.requests
+    assert request["headers"]["Authorization"] == f"Bearer {key}"
+
+
+async def test_a_provider_echoing_the_key_never_gets_it_into_outputs_or_errors(
+    stand_in: StandIn,
+) -> None:
+    key = "sk-user-" + uuid.uuid4().hex
+    stand_in.echo_authorization = True
+    outputs = dict(await run_block(LLMCall(), {"prompt": "hi"}, _own_key(stand_in, key)))
+    assert outputs["response"] == "Hello from the model. (you sent Bearer ***)"
+    stand_in.status = 401
+    with pytest.raises(BlockError) as failure:
+        await run_block(LLMCall(), {"prompt": "hi"}, _own_key(stand_in, key))
+    assert key not in str(failure.value)
+    assert "Incorrect API key provided: Bearer ***" in str(failure.value)
+
+
+def test_llm_credentials_are_required_only_without_an_operator_key() -> None:
+    field = LLMCall.credentials_fields["llm_credentials"]
+    assert field.is_required(Settings(LLM_API_BASE="http://x/v1", LLM_API_KEY=None))
+    assert not field.is_required(Settings(LLM_API_BASE="http://x/v1", LLM_API_KEY="sk-op"))
+    assert field.json_schema("llm_credentials")["credentials_provider"] == "openai"

@@ -166,6 +166,8 @@ class GraphRun:
         seeds = []
         for node in self.topology.starting_nodes():
             inputs = dict(node.input_default or {})
+            # Inputs set on one node for this run (a webhook trigger's body).
+            inputs.update((self.execution.node_inputs or {}).get(str(node.id), {}))
             if self.topology.blocks[node.id].name == "AgentInput":
                 name = inputs.get("name")
                 if name in self.execution.inputs:

@@ -26,6 +26,7 @@ from app.clock import utcnow
 from app.errors import AppError, ErrorCode
 from app.models import ExecutionStatus
 from app.services.blocks import unexpected_block_error
+from app.services.credentials import node_credentials
 from app.storable import first_unstorable
 from app.transactions import finish_even_if_cancelled
 from workers.engine.limits import RunLimitReached
@@ -149,6 +150,9 @@ async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
                 run.engine.publisher,
                 run.run_child,
             ),
+            # The run's stored credentials for this block's fields, decrypted
+            # (a BlockError when they were deleted since the run was validated).
+            credentials=await node_credentials(run.engine.settings, execution, block),
         )
         async for pin, value in block.run(typed, context):
             progress.outputs.setdefault(pin, []).append(value)

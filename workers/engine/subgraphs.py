@@ -16,8 +16,9 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 
 from app.blocks.base import BlockError
-from app.models import Execution, ExecutionStatus, Graph
+from app.models import Execution, ExecutionStatus
 from app.services.executions import publish_status
+from app.services.graphs import get_graph
 from workers.engine.limits import RunLimitReached, check_depth
 from workers.engine.ownership import LostOwnership
 from workers.engine.rows import NodeRow
@@ -78,7 +79,8 @@ async def child_execution(
     except ValueError:
         raise BlockError(f"graph_id {str(graph_id)[:100]!r} is not a graph id") from None
     user_id = parent.user_id  # type: ignore[attr-defined]
-    graph = await Graph.get_or_none(graph_id=wanted, version=version, user_id=user_id)
+    # The runner's own graphs, or versions a store agent in their library grants.
+    graph = await get_graph(user_id, str(wanted), version)
     if graph is None:
         raise BlockError(f"no graph {graph_id} version {version} of yours")
     try:
@@ -90,6 +92,7 @@ async def child_execution(
             status=ExecutionStatus.QUEUED,
             source=parent.source,
             inputs=inputs,
+            credentials_inputs=parent.credentials_inputs,
             parent_execution_id=parent.id,
             parent_node_execution_id=row.id,
         )
