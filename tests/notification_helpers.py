@@ -9,6 +9,7 @@ from typing import Any
 from arq.jobs import Job, JobStatus
 
 from app.clients.redis import arq_queue_name, create_redis
+from app.services.executions import run_job_id
 from app.settings import Settings
 from tests.graph_builders import link, node
 
@@ -81,6 +82,10 @@ class Queue:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+    async def wait_run_done(self, execution_id: str, timeout: float = 30.0) -> None:
+        """A run's job ends after its end was notified."""
+        await self.wait_done(run_job_id(self.settings, execution_id), timeout)
 
     async def wait_done(self, job_id: str, timeout: float = 30.0) -> None:
         job = Job(job_id, self.redis, _queue_name=self.name)

@@ -130,11 +130,15 @@ async def execute_graph(
     return execution
 
 
+def run_job_id(settings: Settings, execution_id: uuid.UUID | str) -> str:
+    return arq_job_id(settings, "run", execution_id)
+
+
 async def enqueue_run(settings: Settings, arq: ArqRedis, execution_id: uuid.UUID) -> bool:
     """One job per execution, its id made from the execution id: arq runs it once,
     and again only to resume. False when the job was already there."""
     job = await arq.enqueue_job(
-        RUN_EXECUTION_JOB, str(execution_id), _job_id=arq_job_id(settings, "run", execution_id)
+        RUN_EXECUTION_JOB, str(execution_id), _job_id=run_job_id(settings, execution_id)
     )
     return job is not None
 
