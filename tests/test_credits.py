@@ -43,7 +43,8 @@ async def ledger_rows(user) -> list[tuple]:
 
 
 async def post_event(api, payload: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=api.base_url) as client:
+    # As patient as the GraphQL client: on a busy machine an answer can take seconds.
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
         return await client.post(
             "/api/stripe/webhook",
             content=payload,
