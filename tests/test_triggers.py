@@ -121,6 +121,26 @@ async def test_bad_signatures_change_nothing(api, gql, user):
     assert (await deliveries(gql, user, graph["id"]))["totalCount"] == 0
 
 
+async def test_a_signature_header_with_non_ascii_digits_is_refused_not_a_crash(api, gql, user):
+    """Header values arrive as Latin-1: "t=²" passed str.isdigit() and crashed int()
+    with a 500 before any secret was needed."""
+    graph, trigger, secret = await armed_trigger(gql, user)
+    body = body_of({"x": 1})
+    good = sign(secret, body).encode()
+    v1 = good.split(b"v1=")[1]
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+        for header in (b"t=\xb2,v1=" + v1, b"t=\xb9\xb2\xb3,v1=" + v1, b"t=1\xb2,v1=" + v1):
+            response = await client.post(
+                f"/api/triggers/{trigger['id']}",
+                content=body,
+                headers={"AgentGraph-Signature": header, "Content-Type": "application/json"},
+            )
+            assert response.status_code == 401, (header, response.text)
+            assert response.json()["error"] == "UNAUTHENTICATED"
+    assert not await TriggerDelivery.filter(trigger_id=trigger["id"]).exists()
+    assert (await deliveries(gql, user, graph["id"]))["totalCount"] == 0
+
+
 async def test_disabled_unknown_and_trigger_less_versions_answer_404(api, gql, user):
     graph, trigger, secret = await armed_trigger(gql, user)
     body = body_of({"x": 1})

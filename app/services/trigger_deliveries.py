@@ -102,7 +102,9 @@ def signed_digest(secret: str, header: str | None, body: bytes, now: float, tole
     candidates: list[str] = []
     for part in (header or "").split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        # ASCII digits only: str.isdigit() also takes "²" (the header is read as
+        # Latin-1), which int() then refuses.
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif key == "v1" and value:
             candidates.append(value)
