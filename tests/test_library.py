@@ -311,6 +311,13 @@ async def test_a_deleted_listed_graph_cannot_run_any_more(gql, new_user):
         token=person.token,
     )
     assert code == "NOT_FOUND"
+    # Its listing went with it: not recommended any more, nor added, nor rated.
+    stranger = new_user()
+    agents = (await gql.ok(RECOMMENDED, token=stranger.token))["recommendedAgents"]
+    assert listing_id not in [a["id"] for a in agents]
+    assert await gql.error_code(ADD, {"id": listing_id}, token=stranger.token) == "NOT_FOUND"
+    code = await gql.error_code(RATE, {"id": listing_id, "s": 4}, token=stranger.token)
+    assert code == "NOT_FOUND"
 
 
 # ------------------------------------------------------------------ ratings
