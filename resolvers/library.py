@@ -55,7 +55,7 @@ class LibraryMutations:
     @strawberry.mutation(
         permission_classes=[SignedInUser],
         description=(
-            "Moves a store agent to another listed version (its presets follow), or an "
+            "Moves a store agent to another listed version (its presets and schedules follow), or an "
             "own graph to another version; marks it favorite or not."
         ),
     )
