@@ -30,6 +30,7 @@ from tests.graph_builders import (
 )
 from tests.harness import graphql_ws
 from tests.test_api_keys import create_key
+from tests.test_live_events import collect
 from tests.test_schedules import (
     create_schedule,
     executions_of,
@@ -186,6 +187,48 @@ async def test_a_store_agent_is_read_only_and_keeps_its_makers_secrets(gql, new_
     makers = (await gql.ok(GRAPH_SETTINGS, {"id": listed["id"]}, token=maker.token))["graph"]
     assert theirs["settings"] == {"humanInTheLoopSafeMode": False}
     assert makers["settings"] == {"humanInTheLoopSafeMode": True}
+
+
+NODE_EVENTS = """subscription($id: ID!, $after: Int) {
+  executionEvents(executionId: $id, afterSeq: $after) {
+    ... on ExecutionStatusEvent { execution { status outputs } }
+    ... on NodeExecutionEvent { nodeExecution { inputData outputData error } } } }"""
+SHARE = "mutation($id: ID!) { shareExecution(id: $id) { shareToken } }"
+SHARED = "query($t: String!) { sharedExecution(shareToken: $t) { outputs } }"
+
+
+async def test_runs_of_a_store_agent_keep_its_makers_secrets_too(api, gql, new_user, worker):
+    """The graph was shown without the maker's secret-looking defaults, but its
+    runs showed them in every node's inputs (and in what nodes made of them)."""
+    maker, person = new_user(), new_user()
+    secret = f"maker-only-{uuid.uuid4().hex}"
+    spec = echo_graph("With a secret default")
+    spec["nodes"] += [
+        node("dict", "CreateDictionary", values={"api_key": secret, "plan": "pro"}),
+        node("leak", "AgentOutput", name="made"),
+    ]
+    spec["links"].append(link("dict", "dictionary", "leak", "value"))
+    listed, listing_id = await listed_graph(gql, maker, spec)
+    await add(gql, person, listing_id)
+    run = await execute(gql, person, listed["id"], inputs={"text": "hi"})
+    done = await wait_for_end(gql, person, run["id"])
+    assert done["status"] == "COMPLETED", done
+    assert secret not in str(done)
+    assert done["outputs"] == {"result": ["hi"], "made": [{"api_key": "***", "plan": "pro"}]}
+    dictionary = next(n for n in done["nodeExecutions"] if "values" in n["inputData"])
+    assert dictionary["inputData"] == {"values": {"api_key": "***", "plan": "pro"}}
+    # Live (here replayed from the start) the same.
+    async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {person.token}"}) as ws:
+        events, ended = await collect(ws, NODE_EVENTS, {"id": run["id"], "after": 0})
+    assert ended == "complete" and len(events) > 3
+    assert secret not in str(events) and "'api_key': '***'" in str(events)
+    # And shared with the world.
+    token = (await gql.ok(SHARE, {"id": run["id"]}, token=person.token))["shareExecution"]
+    shared = (await gql.ok(SHARED, {"t": token["shareToken"]}))["sharedExecution"]
+    assert shared["outputs"]["made"] == [{"api_key": "***", "plan": "pro"}]
+    # The maker's own runs are theirs to read in full.
+    own = await execute(gql, maker, listed["id"], inputs={"text": "mine"})
+    assert secret in str(await wait_for_end(gql, maker, own["id"]))
 
 
 async def test_a_store_agent_with_a_sub_graph_runs_for_its_user(gql, new_user, worker):
