@@ -8,7 +8,7 @@ from typing import Any
 
 from arq.jobs import Job, JobStatus
 
-from app.clients.redis import arq_queue_name, create_redis
+from app.clients.redis import arq_job_id, arq_queue_name, create_redis
 from app.settings import Settings
 from tests.graph_builders import link, node
 
@@ -88,6 +88,11 @@ class Queue:
         while await job.status() != JobStatus.complete:
             assert asyncio.get_running_loop().time() < deadline, f"job {job_id} did not finish"
             await asyncio.sleep(0.05)
+
+    async def wait_run_done(self, execution_id: str, timeout: float = 30.0) -> None:
+        """A run's job (its id carries REDIS_PREFIX, as every job id does) has ended:
+        after its end was notified."""
+        await self.wait_done(arq_job_id(self.settings, "run", execution_id), timeout)
 
     async def run(self, function: str, *args: Any, timeout: float = 60.0) -> Any:
         """Enqueue `function` (as its cron would) and wait for its result."""

@@ -114,7 +114,7 @@ async def test_a_failed_scheduled_run_sends_one_email_and_one_in_app_notificatio
     assert run["id"] in text and "nightly import failed" in text
     assert "<h2" in html and "https://app.example.test/profile/settings" in html
 
-    await queue.wait_done(run["id"])
+    await queue.wait_run_done(run["id"])
     [listed] = await wait_for_notifications(gql, person, 1, emailStatus="SENT")
     assert listed["id"] == note["id"]
     assert len(await notifications_of(gql, person)) == 1
@@ -128,7 +128,7 @@ async def test_no_email_and_no_notification_when_that_preference_is_off(
     graph = await create_graph(gql, person, failing_graph())
     [failed] = await scheduled_runs(gql, person, graph["id"], 1, "not json")
     assert failed["status"] == "FAILED"
-    await queue.wait_done(failed["id"])
+    await queue.wait_run_done(failed["id"])
     assert await notifications_of(gql, person) == []
     # Finished runs are another preference, still on.
     echo = await create_graph(gql, person, echo_graph())
@@ -148,7 +148,7 @@ async def test_the_eleventh_notification_of_a_day_goes_into_the_digest(
     graph = await create_graph(gql, person, failing_graph("flaky"))
     runs = await scheduled_runs(gql, person, graph["id"], 11, "not json")
     for run in runs:
-        await queue.wait_done(run["id"])
+        await queue.wait_run_done(run["id"])
     mails = await smtp_server.wait_for(person.email, 10)
     notes = sorted(await notifications_of(gql, person), key=lambda n: n["createdAt"])
     assert len(notes) == 11
@@ -343,7 +343,7 @@ async def test_low_balance_warns_once_until_credits_are_added(
     async def run_once():
         run = await execute(gql, person, graph["id"])
         await wait_for_end(gql, person, run["id"])
-        await queue.wait_done(run["id"])
+        await queue.wait_run_done(run["id"])
 
     await run_once()  # 100 -> 99: below LOW_BALANCE_CREDITS (100)
     [warning] = await wait_for_notifications(gql, person, 1, type="LOW_BALANCE")
@@ -362,7 +362,7 @@ async def test_daily_summary_of_yesterday_is_made_once(gql, worker, smtp_server,
     graph = await create_graph(gql, person, echo_graph("summed up"))
     run = await execute(gql, person, graph["id"], {"text": "hi"})
     await wait_for_end(gql, person, run["id"])
-    await queue.wait_done(run["id"])
+    await queue.wait_run_done(run["id"])
     # What the clock does: the run is now yesterday's.
     yesterday = datetime.now(UTC) - timedelta(days=1)
     await Execution.filter(id=run["id"]).update(created_at=yesterday)
@@ -408,7 +408,7 @@ async def test_concurrent_notifications_respect_the_daily_limit(gql, worker, per
     graph = await create_graph(gql, person, failing_graph())
     runs = await scheduled_runs(gql, person, graph["id"], 10, "not json")
     for run in runs:
-        await queue.wait_done(run["id"])
+        await queue.wait_run_done(run["id"])
     statuses = [n["emailStatus"] for n in await notifications_of(gql, person)]
     assert len(statuses) == 10
     assert sum(s in ("PENDING", "SENT") for s in statuses) == 3
