@@ -31,9 +31,10 @@ from tests.notification_helpers import (
     set_preferences,
     wait_for_notifications,
 )
-from tests.smtp_stand_in import bodies
+from tests.smtp_stand_in import SilentSmtp, bodies
 from tests.test_api_keys import create_key
 from tests.test_schedules import create_schedule, executions_of, make_due, wait_until
+from workers.mail_lane import MAIL_MAX_JOBS
 
 ADJUST = """mutation($u: ID!, $a: Int!, $r: String!) {
   adminAdjustCredits(userId: $u, amount: $a, reason: $r) { amount runningBalance } }"""
@@ -244,6 +245,46 @@ async def test_without_smtp_url_notifications_are_in_app_only(in_app_only, new_u
     assert note["title"] == "Your run of echo finished"
     assert await Notification.filter(user_id=someone.id, email_status="PENDING").count() == 0
     assert smtp_server.to(someone.email) == []
+
+
+async def test_a_silent_mail_server_never_holds_back_runs(database, new_user):
+    """Mail jobs waiting on a relay that does not answer used to take every job slot
+    of the worker (arq's ten): everyone's runs then waited for SMTP timeouts. Mail
+    now has a queue and a few slots of its own."""
+    silent = SilentSmtp()
+    await silent.start()
+    env = {
+        **TEST_ENV,
+        "SMTP_URL": f"smtp://127.0.0.1:{silent.port}",
+        "LONG_RUN_NOTIFY_SECONDS": "0",
+        "SCHEDULER_ENABLED": "false",
+        "REDIS_PREFIX": f"{TEST_ENV['REDIS_PREFIX']}silent-{uuid.uuid4().hex[:8]}:",
+    }
+    api, worker = ApiServer(env), WorkerProcess(env)
+    await api.start()
+    await worker.start()
+    client = GraphQLClient(api.base_url)
+    try:
+        someone = new_user()
+        graph = await create_graph(client, someone)
+        # Every run notifies (threshold 0): more mail than the worker has job slots.
+        runs = [await execute(client, someone, graph["id"], {"text": "x"}) for _ in range(12)]
+        for run in runs:
+            assert (await wait_for_end(client, someone, run["id"]))["status"] == "COMPLETED"
+
+        async def lane_full() -> bool:
+            return silent.held >= MAIL_MAX_JOBS
+
+        await wait_until(lane_full, 30, "the mail lane to fill")
+        # With every mail slot waiting on the relay, a run still starts and ends.
+        late = await execute(client, someone, graph["id"], {"text": "late"})
+        assert (await wait_for_end(client, someone, late["id"], 60))["status"] == "COMPLETED"
+        assert silent.max_held == MAIL_MAX_JOBS
+    finally:
+        await client.aclose()
+        await silent.stop()
+        await worker.stop()
+        await api.stop()
 
 
 async def test_list_pages_newest_first_and_marking_read(in_app_only, new_user):
