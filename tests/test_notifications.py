@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from arq.jobs import Job, JobStatus
 
 from app.models import Execution, Notification
 from app.services.notifications import digest_job_id, email_job_id
@@ -494,3 +495,38 @@ async def test_the_sweep_sends_mail_whose_enqueue_was_lost(gql, worker, smtp_ser
     ]
     await wait_for_notifications(gql, person, 1, emailStatus="SENT", id=str(stranded.id))
     await wait_for_notifications(gql, person, 1, emailStatus="DIGESTED")
+
+
+async def test_a_digest_refused_for_good_is_not_sent_again_and_again(
+    gql, worker, smtp_server, person, queue
+):
+    """A digest the relay refused for good (550) stayed DIGEST: the sweep picked it up
+    again every time its job's result expired, and asked the relay again, forever."""
+    from app.models import EmailStatus, NotificationType
+
+    smtp_server.refused.add(person.email)
+    now = datetime.now(UTC)
+    old_day = (now - timedelta(days=2)).date().isoformat()
+    await Notification.create(
+        id=uuid.uuid4(),
+        user_id=person.id,
+        type=NotificationType.AGENT_RUN,
+        key=f"test-refused-digest:{person.id}",
+        title="Beyond an old day's limit",
+        body="Its digest is refused.",
+        created_at=now - timedelta(days=2),
+        day=old_day,
+        email_status=EmailStatus.DIGEST,
+    )
+    await queue.run("sweep_notification_mail")
+    await queue.wait_done(digest_job_id(queue.settings, person.id, old_day))
+    assert smtp_server.attempts[person.email] == 1
+    [note] = await wait_for_notifications(gql, person, 1, emailStatus="FAILED")
+    # Once its result expired (an hour), the sweep found nothing more to send for it;
+    # it enqueued the same digest again before.
+    job_id = digest_job_id(queue.settings, person.id, old_day)
+    await queue.redis.delete(f"arq:result:{job_id}")
+    await queue.run("sweep_notification_mail")
+    status = await Job(job_id, queue.redis, _queue_name=queue.mail).status()
+    assert status == JobStatus.not_found
+    assert note["emailStatus"] == "FAILED" and smtp_server.attempts[person.email] == 1
