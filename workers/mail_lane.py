@@ -31,7 +31,7 @@ from workers.lease import leased, shorten_in_progress
 log = logging.getLogger(__name__)
 
 MAIL_MAX_JOBS = 4
-RESTART_SECONDS = 1.0
+RESTART_SECONDS = 5.0
 
 
 def mail_functions() -> list:
