@@ -12,6 +12,7 @@ from app.context import Info
 from app.errors import AppError, ErrorCode
 from app.models import ApiKeyPermission, OnboardingStep, UserOnboarding
 from app.services import executions, onboarding
+from app.services.maker_secrets import masked
 from schema.permissions import CanExecuteGraph, CanReadExecution, SignedInUser
 from schema.types.executions import (
     Execution,
@@ -75,13 +76,16 @@ class ExecutionQueries:
         if found is None:
             return None
         execution, graph = found
+        hidden = await info.context.loaders.maker_secrets.load(
+            (execution.user_id, execution.graph_id, execution.graph_version)  # type: ignore[attr-defined]
+        )
         return SharedExecution(
             id=execution.id,
             graph_name=graph.name if graph else "",
             graph_description=graph.description if graph else "",
             status=execution.status,
             created_at=execution.created_at,
-            outputs=execution.outputs,
+            outputs=masked(execution.outputs, hidden),
         )
 
 

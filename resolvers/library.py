@@ -55,8 +55,8 @@ class LibraryMutations:
     @strawberry.mutation(
         permission_classes=[SignedInUser],
         description=(
-            "Moves a store agent to another listed version (its presets follow), or an "
-            "own graph to another version; marks it favorite or not."
+            "Moves a store agent to another listed version (its presets and schedules "
+            "follow), or an own graph to another version; marks it favorite or not."
         ),
     )
     async def update_library_agent(

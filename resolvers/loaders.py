@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import executions
+from app.services import executions, maker_secrets
 
 
 async def _nodes_by_graph(row_ids: list[int]) -> list[list[Node]]:
@@ -53,6 +53,10 @@ class Loaders:
     # Settings change, so websocket connections (long-lived contexts) must not cache them.
     library_entries: DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None] = field(
         default_factory=lambda: DataLoader(load_fn=_library_entries, cache=False)
+    )
+    # A graph version's defaults never change, so neither do the texts it hides.
+    maker_secrets: DataLoader[maker_secrets.RunKey, list[str]] = field(
+        default_factory=lambda: DataLoader(load_fn=maker_secrets.hidden_texts)
     )
     # Node executions change while a run goes on: never cached.
     node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(

@@ -21,7 +21,8 @@ from schema.types.executions import (
 )
 
 
-def _to_graphql(event: Event) -> ExecutionStatusEvent | NodeExecutionEvent:
+def _to_graphql(event: Event, hidden: list[str]) -> ExecutionStatusEvent | NodeExecutionEvent:
+    """`hidden`: what the graph's maker hides from this run's runner (a store agent)."""
     if event.kind == "execution":
         return ExecutionStatusEvent(
             seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
@@ -29,7 +30,7 @@ def _to_graphql(event: Event) -> ExecutionStatusEvent | NodeExecutionEvent:
     return NodeExecutionEvent(
         seq=event.seq,
         execution_id=event.data["executionId"],
-        node_execution=NodeExecution.from_snapshot(event.data["nodeExecution"]),
+        node_execution=NodeExecution.from_snapshot(event.data["nodeExecution"], hidden),
     )
 
 
@@ -57,6 +58,9 @@ class Subscription:
         if row is None:
             raise not_found("Execution")
         services = info.context.services
+        hidden = await info.context.loaders.maker_secrets.load(
+            (row.user_id, row.graph_id, row.graph_version)  # type: ignore[attr-defined]
+        )
         # Read before the snapshot: the snapshot is then at least as new as this
         # seq, and the feed below starts exactly after it.
         position = await services.events.position(row.id)
@@ -76,7 +80,7 @@ class Subscription:
         )
         try:
             async for event in feed:
-                yield _to_graphql(event)
+                yield _to_graphql(event, hidden)
         except SubscriberTooSlow:
             raise _overflow() from None
         finally:

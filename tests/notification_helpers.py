@@ -8,7 +8,7 @@ from typing import Any
 
 from arq.jobs import Job, JobStatus
 
-from app.clients.redis import arq_queue_name, create_redis
+from app.clients.redis import arq_mail_queue_name, arq_queue_name, create_redis
 from app.services.executions import run_job_id
 from app.settings import Settings
 from tests.graph_builders import link, node
@@ -79,6 +79,8 @@ class Queue:
         self.settings = settings
         self.redis = create_redis(settings)
         self.name = arq_queue_name(settings)
+        # Notification mail has its own queue (workers/mail_lane.py).
+        self.mail = arq_mail_queue_name(settings)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -101,9 +103,9 @@ class Queue:
         return await job.result(timeout=timeout, poll_delay=0.05)
 
     async def deferred_until(self, job_id: str) -> float | None:
-        """When a queued job is due (epoch ms), None when it is not queued."""
-        return await self.redis.zscore(self.name, job_id)
+        """When a queued mail job is due (epoch ms), None when it is not queued."""
+        return await self.redis.zscore(self.mail, job_id)
 
     async def make_due(self, job_id: str) -> None:
-        """What the clock does at a deferred job's time."""
-        await self.redis.zadd(self.name, {job_id: int(time.time() * 1000)}, xx=True)
+        """What the clock does at a deferred mail job's time."""
+        await self.redis.zadd(self.mail, {job_id: int(time.time() * 1000)}, xx=True)

@@ -73,3 +73,43 @@ def bodies(message: EmailMessage) -> tuple[str, str]:
     text = message.get_body(preferencelist=("plain",))
     html = message.get_body(preferencelist=("html",))
     return (text.get_content() if text else "", html.get_content() if html else "")
+
+
+class SilentSmtp:
+    """A mail relay that accepts connections and never says a word (no greeting), as
+    one does that is overloaded or wedged: it holds each session until released,
+    counting how many it holds at once."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.max_held = 0
+        self._release = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.held += 1
+        self.max_held = max(self.max_held, self.held)
+        try:
+            # Until released, or until the client gives up and hangs up.
+            reading = asyncio.ensure_future(reader.read())
+            releasing = asyncio.ensure_future(self._release.wait())
+            await asyncio.wait({reading, releasing}, return_when=asyncio.FIRST_COMPLETED)
+            reading.cancel()
+            releasing.cancel()
+        finally:
+            self.held -= 1
+            writer.close()
+
+    async def stop(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -3,6 +3,7 @@ and what a store agent lets its user read and run (and nothing more)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from app.models import LibraryAgent, LibraryGrant, Preset, Schedule, StoreListing
@@ -29,7 +30,14 @@ from tests.graph_builders import (
 )
 from tests.harness import graphql_ws
 from tests.test_api_keys import create_key
-from tests.test_schedules import create_schedule
+from tests.test_live_events import collect
+from tests.test_schedules import (
+    create_schedule,
+    executions_of,
+    list_schedules,
+    make_due,
+    wait_until,
+)
 
 GRAPH_EVENTS = """subscription($id: ID!) {
   graphExecutionEvents(graphId: $id) { execution { id status } } }"""
@@ -181,6 +189,48 @@ async def test_a_store_agent_is_read_only_and_keeps_its_makers_secrets(gql, new_
     assert makers["settings"] == {"humanInTheLoopSafeMode": True}
 
 
+NODE_EVENTS = """subscription($id: ID!, $after: Int) {
+  executionEvents(executionId: $id, afterSeq: $after) {
+    ... on ExecutionStatusEvent { execution { status outputs } }
+    ... on NodeExecutionEvent { nodeExecution { inputData outputData error } } } }"""
+SHARE = "mutation($id: ID!) { shareExecution(id: $id) { shareToken } }"
+SHARED = "query($t: String!) { sharedExecution(shareToken: $t) { outputs } }"
+
+
+async def test_runs_of_a_store_agent_keep_its_makers_secrets_too(api, gql, new_user, worker):
+    """The graph was shown without the maker's secret-looking defaults, but its
+    runs showed them in every node's inputs (and in what nodes made of them)."""
+    maker, person = new_user(), new_user()
+    secret = f"maker-only-{uuid.uuid4().hex}"
+    spec = echo_graph("With a secret default")
+    spec["nodes"] += [
+        node("dict", "CreateDictionary", values={"api_key": secret, "plan": "pro"}),
+        node("leak", "AgentOutput", name="made"),
+    ]
+    spec["links"].append(link("dict", "dictionary", "leak", "value"))
+    listed, listing_id = await listed_graph(gql, maker, spec)
+    await add(gql, person, listing_id)
+    run = await execute(gql, person, listed["id"], inputs={"text": "hi"})
+    done = await wait_for_end(gql, person, run["id"])
+    assert done["status"] == "COMPLETED", done
+    assert secret not in str(done)
+    assert done["outputs"] == {"result": ["hi"], "made": [{"api_key": "***", "plan": "pro"}]}
+    dictionary = next(n for n in done["nodeExecutions"] if "values" in n["inputData"])
+    assert dictionary["inputData"] == {"values": {"api_key": "***", "plan": "pro"}}
+    # Live (here replayed from the start) the same.
+    async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {person.token}"}) as ws:
+        events, ended = await collect(ws, NODE_EVENTS, {"id": run["id"], "after": 0})
+    assert ended == "complete" and len(events) > 3
+    assert secret not in str(events) and "'api_key': '***'" in str(events)
+    # And shared with the world.
+    token = (await gql.ok(SHARE, {"id": run["id"]}, token=person.token))["shareExecution"]
+    shared = (await gql.ok(SHARED, {"t": token["shareToken"]}))["sharedExecution"]
+    assert shared["outputs"]["made"] == [{"api_key": "***", "plan": "pro"}]
+    # The maker's own runs are theirs to read in full.
+    own = await execute(gql, maker, listed["id"], inputs={"text": "mine"})
+    assert secret in str(await wait_for_end(gql, maker, own["id"]))
+
+
 async def test_a_store_agent_with_a_sub_graph_runs_for_its_user(gql, new_user, worker):
     maker, person = new_user(), new_user()
     inner = await create_graph(gql, maker, echo_graph("inner"))
@@ -275,6 +325,68 @@ async def test_update_available_and_moving_to_a_newer_listed_version(gql, new_us
     assert moved_preset["graphVersion"] == 3
 
 
+async def test_schedules_follow_a_store_agent_to_its_new_version_and_still_fire(
+    gql, new_user, worker
+):
+    """The old version stops being the user's to run when they move on: a schedule
+    pinned to it used to be deleted, silently, at its next firing."""
+    maker, person = new_user(), new_user()
+    listed, listing_id = await listed_graph(gql, maker)
+    entry = await add(gql, person, listing_id)
+    schedule = await create_schedule(gql, person, listed["id"], inputs={"text": "tick"})
+    assert schedule["graphVersion"] == 1
+    await gql.ok(UPDATE, {"id": listed["id"], "g": echo_graph("v2")}, token=maker.token)
+    publish(listed["id"])
+    await gql.ok(UPDATE_LIBRARY, {"id": entry["id"], "v": 2}, token=person.token)
+    [moved] = await list_schedules(gql, person, listed["id"])
+    assert moved["id"] == schedule["id"] and moved["graphVersion"] == 2
+
+    await make_due([schedule["id"]])
+
+    async def fired():
+        runs = await executions_of(gql, person, listed["id"])
+        return runs if runs and runs[0]["status"] == "COMPLETED" else None
+
+    [run] = await wait_until(fired, 60, "the moved schedule's run")
+    assert run["graphVersion"] == 2 and run["source"] == "SCHEDULE"
+    assert (await wait_for_end(gql, person, run["id"]))["outputs"] == {"result": ["tick"]}
+    assert [s["id"] for s in await list_schedules(gql, person, listed["id"])] == [schedule["id"]]
+
+
+async def test_concurrent_moves_adds_and_removal_of_one_entry_stay_consistent(gql, new_user):
+    """Moving and removing one entry at once used to insert grants for an entry that
+    was just deleted (a foreign key violation: INTERNAL)."""
+    maker = new_user()
+    listed, first_listing = await listed_graph(gql, maker)
+    await gql.ok(UPDATE, {"id": listed["id"], "g": echo_graph("v2")}, token=maker.token)
+    second_listing = publish(listed["id"])
+    for _ in range(3):
+        person = new_user()
+        entry = await add(gql, person, first_listing)
+
+        async def one(i: int, entry_id: str, token: str) -> str:
+            if i == 5:
+                query, variables = REMOVE, {"id": entry_id}
+            elif i % 3 == 0:
+                query, variables = ADD, {"id": second_listing}
+            else:
+                query, variables = UPDATE_LIBRARY, {"id": entry_id, "v": 1 + i % 2}
+            result = await gql.execute(query, variables, token=token)
+            return result["errors"][0]["extensions"]["code"] if result.get("errors") else "ok"
+
+        codes = await asyncio.gather(*(one(i, entry["id"], person.token) for i in range(12)))
+        assert set(codes) <= {"ok", "NOT_FOUND"}, codes
+        entries = await LibraryAgent.filter(user_id=person.id)
+        grants = await LibraryGrant.filter(user_id=person.id)
+        if entries:
+            [kept] = entries
+            assert [(g.library_agent_id, g.graph_version) for g in grants] == [
+                (kept.id, kept.graph_version)
+            ]
+        else:
+            assert grants == []
+
+
 async def test_removing_a_store_agent_takes_access_presets_and_schedules(gql, new_user):
     maker, person = new_user(), new_user()
     listed, listing_id = await listed_graph(gql, maker)
@@ -310,6 +422,13 @@ async def test_a_deleted_listed_graph_cannot_run_any_more(gql, new_user):
         {"id": listed["id"]},
         token=person.token,
     )
+    assert code == "NOT_FOUND"
+    # Its listing went with it: not recommended any more, nor added, nor rated.
+    stranger = new_user()
+    agents = (await gql.ok(RECOMMENDED, token=stranger.token))["recommendedAgents"]
+    assert listing_id not in [a["id"] for a in agents]
+    assert await gql.error_code(ADD, {"id": listing_id}, token=stranger.token) == "NOT_FOUND"
+    code = await gql.error_code(RATE, {"id": listing_id, "s": 4}, token=stranger.token)
     assert code == "NOT_FOUND"
 
 

@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from arq.jobs import Job, JobStatus
 
 from app.models import Execution, Notification
 from app.services.notifications import digest_job_id, email_job_id
@@ -31,9 +32,10 @@ from tests.notification_helpers import (
     set_preferences,
     wait_for_notifications,
 )
-from tests.smtp_stand_in import bodies
+from tests.smtp_stand_in import SilentSmtp, bodies
 from tests.test_api_keys import create_key
 from tests.test_schedules import create_schedule, executions_of, make_due, wait_until
+from workers.mail_lane import MAIL_MAX_JOBS
 
 ADJUST = """mutation($u: ID!, $a: Int!, $r: String!) {
   adminAdjustCredits(userId: $u, amount: $a, reason: $r) { amount runningBalance } }"""
@@ -246,6 +248,46 @@ async def test_without_smtp_url_notifications_are_in_app_only(in_app_only, new_u
     assert smtp_server.to(someone.email) == []
 
 
+async def test_a_silent_mail_server_never_holds_back_runs(database, new_user):
+    """Mail jobs waiting on a relay that does not answer used to take every job slot
+    of the worker (arq's ten): everyone's runs then waited for SMTP timeouts. Mail
+    now has a queue and a few slots of its own."""
+    silent = SilentSmtp()
+    await silent.start()
+    env = {
+        **TEST_ENV,
+        "SMTP_URL": f"smtp://127.0.0.1:{silent.port}",
+        "LONG_RUN_NOTIFY_SECONDS": "0",
+        "SCHEDULER_ENABLED": "false",
+        "REDIS_PREFIX": f"{TEST_ENV['REDIS_PREFIX']}silent-{uuid.uuid4().hex[:8]}:",
+    }
+    api, worker = ApiServer(env), WorkerProcess(env)
+    await api.start()
+    await worker.start()
+    client = GraphQLClient(api.base_url)
+    try:
+        someone = new_user()
+        graph = await create_graph(client, someone)
+        # Every run notifies (threshold 0): more mail than the worker has job slots.
+        runs = [await execute(client, someone, graph["id"], {"text": "x"}) for _ in range(12)]
+        for run in runs:
+            assert (await wait_for_end(client, someone, run["id"]))["status"] == "COMPLETED"
+
+        async def lane_full() -> bool:
+            return silent.held >= MAIL_MAX_JOBS
+
+        await wait_until(lane_full, 30, "the mail lane to fill")
+        # With every mail slot waiting on the relay, a run still starts and ends.
+        late = await execute(client, someone, graph["id"], {"text": "late"})
+        assert (await wait_for_end(client, someone, late["id"], 60))["status"] == "COMPLETED"
+        assert silent.max_held == MAIL_MAX_JOBS
+    finally:
+        await client.aclose()
+        await silent.stop()
+        await worker.stop()
+        await api.stop()
+
+
 async def test_list_pages_newest_first_and_marking_read(in_app_only, new_user):
     api, client, _ = in_app_only
     someone, other = new_user(), new_user()
@@ -453,3 +495,38 @@ async def test_the_sweep_sends_mail_whose_enqueue_was_lost(gql, worker, smtp_ser
     ]
     await wait_for_notifications(gql, person, 1, emailStatus="SENT", id=str(stranded.id))
     await wait_for_notifications(gql, person, 1, emailStatus="DIGESTED")
+
+
+async def test_a_digest_refused_for_good_is_not_sent_again_and_again(
+    gql, worker, smtp_server, person, queue
+):
+    """A digest the relay refused for good (550) stayed DIGEST: the sweep picked it up
+    again every time its job's result expired, and asked the relay again, forever."""
+    from app.models import EmailStatus, NotificationType
+
+    smtp_server.refused.add(person.email)
+    now = datetime.now(UTC)
+    old_day = (now - timedelta(days=2)).date().isoformat()
+    await Notification.create(
+        id=uuid.uuid4(),
+        user_id=person.id,
+        type=NotificationType.AGENT_RUN,
+        key=f"test-refused-digest:{person.id}",
+        title="Beyond an old day's limit",
+        body="Its digest is refused.",
+        created_at=now - timedelta(days=2),
+        day=old_day,
+        email_status=EmailStatus.DIGEST,
+    )
+    await queue.run("sweep_notification_mail")
+    await queue.wait_done(digest_job_id(queue.settings, person.id, old_day))
+    assert smtp_server.attempts[person.email] == 1
+    [note] = await wait_for_notifications(gql, person, 1, emailStatus="FAILED")
+    # Once its result expired (an hour), the sweep found nothing more to send for it;
+    # it enqueued the same digest again before.
+    job_id = digest_job_id(queue.settings, person.id, old_day)
+    await queue.redis.delete(f"arq:result:{job_id}")
+    await queue.run("sweep_notification_mail")
+    status = await Job(job_id, queue.redis, _queue_name=queue.mail).status()
+    assert status == JobStatus.not_found
+    assert note["emailStatus"] == "FAILED" and smtp_server.attempts[person.email] == 1

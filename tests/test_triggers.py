@@ -121,6 +121,26 @@ async def test_bad_signatures_change_nothing(api, gql, user):
     assert (await deliveries(gql, user, graph["id"]))["totalCount"] == 0
 
 
+async def test_a_signature_header_with_non_ascii_digits_is_refused_not_a_crash(api, gql, user):
+    """Header values arrive as Latin-1: "t=²" passed str.isdigit() and crashed int()
+    with a 500 before any secret was needed."""
+    graph, trigger, secret = await armed_trigger(gql, user)
+    body = body_of({"x": 1})
+    good = sign(secret, body).encode()
+    v1 = good.split(b"v1=")[1]
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+        for header in (b"t=\xb2,v1=" + v1, b"t=\xb9\xb2\xb3,v1=" + v1, b"t=1\xb2,v1=" + v1):
+            response = await client.post(
+                f"/api/triggers/{trigger['id']}",
+                content=body,
+                headers={"AgentGraph-Signature": header, "Content-Type": "application/json"},
+            )
+            assert response.status_code == 401, (header, response.text)
+            assert response.json()["error"] == "UNAUTHENTICATED"
+    assert not await TriggerDelivery.filter(trigger_id=trigger["id"]).exists()
+    assert (await deliveries(gql, user, graph["id"]))["totalCount"] == 0
+
+
 async def test_disabled_unknown_and_trigger_less_versions_answer_404(api, gql, user):
     graph, trigger, secret = await armed_trigger(gql, user)
     body = body_of({"x": 1})
@@ -277,6 +297,41 @@ async def test_a_delivery_without_credits_is_recorded_and_refused(api, gql, user
     [delivery] = [e["node"] for e in (await deliveries(gql, user, graph["id"]))["edges"]]
     assert delivery["status"] == "REJECTED"
     assert not await Execution.filter(user_id=user.id).exists()
+
+
+async def test_a_senders_retry_of_a_rejected_delivery_is_tried_again(api, gql, user, worker):
+    """A retry of a delivery refused for want of credits used to answer 200 DUPLICATE
+    (no run): the sender took it as delivered and the event was lost for good."""
+    graph, trigger, secret = await armed_trigger(gql, user)
+    balance = await ledger.get_balance(user.id)
+    await ledger.record_transaction(
+        user.id, -balance, CreditTransactionType.USAGE, f"drain:{user.id}"
+    )
+    body = body_of({"order": "important"})
+    refused = await post_delivery(api.base_url, trigger["id"], secret, body, delivery_id="evt_9")
+    assert refused.status_code == 402
+    # Still no credits: the retry is refused again, not swallowed.
+    again = await post_delivery(api.base_url, trigger["id"], secret, body, delivery_id="evt_9")
+    assert again.status_code == 402 and again.json()["error"] == "INSUFFICIENT_CREDITS"
+    await ledger.record_transaction(user.id, 1000, CreditTransactionType.GRANT, f"top-up:{user.id}")
+    # Copies of the next retry arrive at once: one run starts, the rest see it.
+    retries = await asyncio.gather(
+        *(
+            post_delivery(api.base_url, trigger["id"], secret, body, delivery_id="evt_9")
+            for _ in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in retries) == [200, 200, 200, 202]
+    [started] = [r.json() for r in retries if r.status_code == 202]
+    assert started["status"] == "ACCEPTED" and started["deliveryId"] == "evt_9"
+    assert {r.json()["executionId"] for r in retries} == {started["executionId"]}
+    done = await wait_for_end(gql, user, started["executionId"])
+    assert done["status"] == "COMPLETED"
+    assert done["outputs"]["payload"] == [{"order": "important"}]
+    [delivery] = [e["node"] for e in (await deliveries(gql, user, graph["id"]))["edges"]]
+    assert delivery["status"] == "ACCEPTED" and delivery["error"] is None
+    assert delivery["executionId"] == started["executionId"] and delivery["attempts"] == 6
+    assert await Execution.filter(user_id=user.id).count() == 1
 
 
 async def test_a_presets_trigger_runs_with_the_presets_inputs(api, gql, user, worker):

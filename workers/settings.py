@@ -23,16 +23,11 @@ from workers.jobs.blocks import execute_block
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events, prune_trigger_deliveries
-from workers.jobs.notifications import (
-    EMAIL_MAX_TRIES,
-    create_daily_summaries,
-    send_notification_digest,
-    send_notification_email,
-    sweep_notification_mail,
-)
+from workers.jobs.notifications import create_daily_summaries, sweep_notification_mail
 from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.jobs.sweeps import start_sweeps, stop_sweeps
 from workers.lease import leased
+from workers.mail_lane import mail_functions, start_mail_lane, stop_mail_lane
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +57,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     # Every worker runs the scheduler unless told not to (a worker kept for
     # one kind of job); the database claim makes several of them safe.
     ctx["scheduler"] = start_scheduler(ctx["engine"]) if settings.SCHEDULER_ENABLED else None
+    ctx["mail_lane"] = start_mail_lane(settings)
     log.info("worker started on queue %s", arq_queue_name(settings))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await stop_mail_lane(ctx.get("mail_lane"))
     await stop_scheduler(ctx.get("scheduler"))
     await stop_sweeps(ctx.get("sweeps"))
     if "engine" in ctx:
@@ -96,8 +93,7 @@ def worker_settings() -> type:
                 max_tries=1,
                 keep_result=120,
             ),
-            func(leased(send_notification_email), timeout=120, max_tries=EMAIL_MAX_TRIES),
-            func(leased(send_notification_digest), timeout=120, max_tries=EMAIL_MAX_TRIES),
+            *mail_functions(),
             func(leased(create_daily_summaries), timeout=600),
             func(leased(sweep_notification_mail), timeout=120),
             func(leased(prune_trigger_deliveries)),

@@ -23,6 +23,15 @@ def arq_queue_name(settings: Settings) -> str:
     return f"{settings.REDIS_PREFIX}arq:queue"
 
 
+def arq_mail_queue_name(settings: Settings) -> str:
+    """Notification mail has a queue of its own (workers/mail_lane.py)."""
+    return f"{settings.REDIS_PREFIX}arq:mail-queue"
+
+
+def arq_mail_health_check_key(settings: Settings) -> str:
+    return f"{settings.REDIS_PREFIX}arq:mail-health-check"
+
+
 def arq_health_check_key(settings: Settings) -> str:
     return f"{settings.REDIS_PREFIX}arq:health-check"
 

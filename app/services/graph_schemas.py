@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.blocks.credentials import MIN_REDACTED_LENGTH
 from app.blocks.registry import get_block
 from app.models import Node
 from app.settings import Settings
@@ -87,13 +88,35 @@ def credentials_input_schema(settings: Settings, nodes: list[Node]) -> dict[str,
     return {"type": "object", "properties": properties, "required": sorted(required)}
 
 
+def _is_secret_key(key: Any) -> bool:
+    return any(marker in str(key).lower() for marker in _SECRET_MARKERS)
+
+
+def secret_default_values(nodes: list[Node]) -> list[str]:
+    """The texts that export strips from these nodes' defaults (what sits under a
+    secret-looking key, at any depth), longest first."""
+    found: set[str] = set()
+
+    def walk(value: Any, hidden: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, hidden or _is_secret_key(key))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, hidden)
+        elif hidden and isinstance(value, str) and len(value) >= MIN_REDACTED_LENGTH:
+            found.add(value)
+
+    for node in nodes:
+        walk(node.input_default or {}, False)
+    return sorted(found, key=len, reverse=True)
+
+
 def export_defaults(value: Any) -> Any:
     """A node's defaults without secrets or credential ids, at any depth (forExport)."""
     if isinstance(value, dict):
         return {
-            key: export_defaults(item)
-            for key, item in value.items()
-            if not any(marker in str(key).lower() for marker in _SECRET_MARKERS)
+            key: export_defaults(item) for key, item in value.items() if not _is_secret_key(key)
         }
     if isinstance(value, list):
         return [export_defaults(item) for item in value]

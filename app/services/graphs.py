@@ -22,6 +22,7 @@ from app.models import (
     OnboardingStep,
     Preset,
     Schedule,
+    StoreListing,
     Trigger,
 )
 from app.services import onboarding, trigger_setup
@@ -204,6 +205,13 @@ async def delete_graph(user_id: uuid.UUID, graph_id: str) -> int:
         # Presets and triggers go too (deliveries and preset schedules cascade).
         await Trigger.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
         await Preset.filter(graph_id=parsed, user_id=user_id).using_db(conn).delete()
+        # Its store listing goes too: nobody could add or run it any more, so it is
+        # neither recommended nor rated (users who added it keep an entry that cannot run).
+        await (
+            StoreListing.filter(graph_id=parsed, owner_id=user_id)
+            .using_db(conn)
+            .update(is_deleted=True)
+        )
     return deleted
 
 

@@ -244,7 +244,9 @@ async def add_store_agent(
             entry = None
     await onboarding.complete_step(settings, user_id, OnboardingStep.MARKETPLACE_ADD_AGENT)
     if entry is None:
-        entry = await LibraryAgent.get(user_id=user_id, graph_id=graph.graph_id)
+        entry = await LibraryAgent.get_or_none(user_id=user_id, graph_id=graph.graph_id)
+    if entry is None:  # added by a concurrent request and removed by another
+        raise AppError(ErrorCode.CONFLICT, "The library changed meanwhile; retry")
     return (await describe(settings, user_id, [entry]))[0]
 
 
@@ -285,6 +287,7 @@ async def _move_to_listed_version(entry: LibraryAgent, version: int) -> None:
     _, graph = await _listed(str(target.id))
     grants = await _grants_for(graph)
     async with in_transaction() as conn:
+        await _lock_entry(conn, entry)
         await (
             LibraryAgent.filter(id=entry.id)
             .using_db(conn)
@@ -295,12 +298,22 @@ async def _move_to_listed_version(entry: LibraryAgent, version: int) -> None:
             )
         )
         await graph_access.replace_grants(conn, entry, grants)
-        # The user's presets follow; runs tell them if their inputs no longer fit.
-        await (
-            Preset.filter(user_id=entry.user_id, graph_id=entry.graph_id)  # type: ignore[attr-defined]
-            .using_db(conn)
-            .update(graph_version=graph.version)
-        )
+        # The user's presets and schedules follow (the old version is no longer
+        # theirs to run); runs tell them if their inputs no longer fit.
+        for model in (Preset, Schedule):
+            await (
+                model.filter(user_id=entry.user_id, graph_id=entry.graph_id)  # type: ignore[attr-defined]
+                .using_db(conn)
+                .update(graph_version=graph.version)
+            )
+
+
+async def _lock_entry(conn, entry: LibraryAgent) -> None:
+    """Holds the entry's row until the transaction ends, so moves and removals of one
+    entry happen one after the other; NOT_FOUND when it was removed meanwhile."""
+    locked = await LibraryAgent.filter(id=entry.id).select_for_update().using_db(conn).first()
+    if locked is None:
+        raise not_found("Library agent")
 
 
 async def remove_library_agent(user_id: uuid.UUID, entry_id: str) -> uuid.UUID:
@@ -311,6 +324,7 @@ async def remove_library_agent(user_id: uuid.UUID, entry_id: str) -> uuid.UUID:
             ErrorCode.CONFLICT, "This is your own graph: delete it with deleteGraph instead"
         )
     async with in_transaction() as conn:
+        await _lock_entry(conn, entry)
         await Preset.filter(user_id=user_id, graph_id=entry.graph_id).using_db(conn).delete()
         await Schedule.filter(user_id=user_id, graph_id=entry.graph_id).using_db(conn).delete()
         await LibraryAgent.filter(id=entry.id).using_db(conn).delete()

@@ -162,6 +162,14 @@ async def mark_email_failed(notification_id: uuid.UUID) -> None:
     )
 
 
+async def mark_digest_failed(user_id: uuid.UUID, day: str) -> None:
+    """The day's digest cannot go: its notifications stop waiting for it (the sweep
+    would otherwise send it again and again)."""
+    await Notification.filter(user_id=user_id, day=day, email_status=EmailStatus.DIGEST).update(
+        email_status=EmailStatus.FAILED
+    )
+
+
 async def send_digest(settings: Settings, user_id: uuid.UUID, day: str) -> str:
     """The one email with everything beyond the daily limit of `day`."""
     rows = await Notification.filter(

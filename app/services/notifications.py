@@ -30,7 +30,7 @@ from arq import ArqRedis
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from app.clients.redis import arq_job_id
+from app.clients.redis import arq_job_id, arq_mail_queue_name
 from app.clock import utcnow
 from app.events import EventPublisher
 from app.models import (
@@ -190,9 +190,14 @@ class Notifier:
             },
         )
 
+    # Mail goes on its own queue: waiting for an SMTP relay must never take the
+    # job slots that runs need (workers/mail_lane.py).
     async def enqueue_email(self, notification_id: uuid.UUID) -> None:
         await self.redis.enqueue_job(
-            EMAIL_JOB, str(notification_id), _job_id=email_job_id(self.settings, notification_id)
+            EMAIL_JOB,
+            str(notification_id),
+            _job_id=email_job_id(self.settings, notification_id),
+            _queue_name=arq_mail_queue_name(self.settings),
         )
 
     async def enqueue_digest(self, user_id: uuid.UUID, day: str, zone: ZoneInfo) -> None:
@@ -202,6 +207,7 @@ class Notifier:
             str(user_id),
             day,
             _job_id=digest_job_id(self.settings, user_id, day),
+            _queue_name=arq_mail_queue_name(self.settings),
             # A day that is over already (the sweep's catch-up) goes at once.
             _defer_until=due if due > utcnow() else None,
         )

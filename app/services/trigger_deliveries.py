@@ -5,7 +5,9 @@ v1=<hex HMAC-SHA256 of "<t>.<raw body>" with the trigger's secret>`. A timestamp
 further than TRIGGER_SIGNATURE_TOLERANCE_SECONDS from now is refused, so a captured
 request can only be replayed within the tolerance, and there replays are ignored:
 a delivery is known by its `AgentGraph-Delivery-Id` header (the sender's retries
-may re-sign with a new time) and, always, by the digest of what was signed.
+may re-sign with a new time) and, always, by the digest of what was signed. A
+delivery that was REJECTED is tried again when it comes again: senders retry what
+failed, and a run refused for want of credits may start once the owner topped up.
 
 Refusals change nothing and are not recorded: unknown or disabled trigger (404),
 bad signature (401), over-size (413), over the per-trigger rate (429). Every signed
@@ -22,7 +24,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq import ArqRedis
@@ -102,7 +104,9 @@ def signed_digest(secret: str, header: str | None, body: bytes, now: float, tole
     candidates: list[str] = []
     for part in (header or "").split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        # ASCII digits only: str.isdigit() also takes "²" (the header is read as
+        # Latin-1), which int() then refuses.
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif key == "v1" and value:
             candidates.append(value)
@@ -187,8 +191,7 @@ async def deliver(
         )
     delivery_id = given_id or f"sig-{digest}"
     payload, problem = _parse_payload(body)
-    after_commit = AfterCommit()
-    rejection: AppError | None = AppError(ErrorCode.BAD_USER_INPUT, problem) if problem else None
+    attempt = _Attempt(settings, redis, publisher, live, payload, problem)
     try:
         async with in_transaction():
             delivery = await TriggerDelivery.create(
@@ -198,38 +201,63 @@ async def deliver(
                 signature_digest=digest,
                 status=TriggerDeliveryStatus.ACCEPTED,
             )
-            if rejection is None:
-                try:
-                    execution = await executions.execute_graph(
-                        settings,
-                        DeferredQueue(after_commit, redis),  # type: ignore[arg-type]
-                        DeferredPublisher(after_commit, publisher),  # type: ignore[arg-type]
-                        trigger.user_id,  # type: ignore[attr-defined]
-                        str(live.graph.graph_id),
-                        live.graph.version,
-                        {},
-                        {},
-                        GraphSource.WEBHOOK,
-                        preset_id=str(trigger.preset_id) if trigger.preset_id else None,  # type: ignore[attr-defined]
-                        node_inputs={str(live.node.id): {WEBHOOK_PAYLOAD_PIN: payload}},
-                    )
-                    delivery.execution_id = execution.id
-                except AppError as exc:
-                    rejection = exc
-            if rejection is not None:
-                delivery.status = TriggerDeliveryStatus.REJECTED
-                delivery.error = rejection.message
-            await delivery.save(update_fields=["status", "execution_id", "error"])
+            rejection = await attempt.run(delivery)
     except IntegrityError:
-        return await _replayed(trigger.id, delivery_id, digest)
-    await after_commit.run()
+        return await _replayed(attempt, delivery_id, digest)
+    await attempt.after_commit.run()
+    return _answer(delivery, rejection)
+
+
+@dataclass
+class _Attempt:
+    """One try at starting a delivery's run, inside the caller's transaction."""
+
+    settings: Settings
+    redis: ArqRedis
+    publisher: EventPublisher
+    live: LiveTrigger
+    payload: Any
+    problem: str | None
+    after_commit: AfterCommit = field(default_factory=AfterCommit)
+
+    async def run(self, delivery: TriggerDelivery) -> AppError | None:
+        """Starts the run and records the outcome on `delivery`; the rejection, if any."""
+        trigger = self.live.trigger
+        rejection = AppError(ErrorCode.BAD_USER_INPUT, self.problem) if self.problem else None
+        if rejection is None:
+            try:
+                execution = await executions.execute_graph(
+                    self.settings,
+                    DeferredQueue(self.after_commit, self.redis),  # type: ignore[arg-type]
+                    DeferredPublisher(self.after_commit, self.publisher),  # type: ignore[arg-type]
+                    trigger.user_id,  # type: ignore[attr-defined]
+                    str(self.live.graph.graph_id),
+                    self.live.graph.version,
+                    {},
+                    {},
+                    GraphSource.WEBHOOK,
+                    preset_id=str(trigger.preset_id) if trigger.preset_id else None,  # type: ignore[attr-defined]
+                    node_inputs={str(self.live.node.id): {WEBHOOK_PAYLOAD_PIN: self.payload}},
+                )
+                delivery.execution_id = execution.id
+            except AppError as exc:
+                rejection = exc
+        delivery.status = (
+            TriggerDeliveryStatus.REJECTED if rejection else TriggerDeliveryStatus.ACCEPTED
+        )
+        delivery.error = rejection.message if rejection else None
+        await delivery.save(update_fields=["status", "execution_id", "error"])
+        return rejection
+
+
+def _answer(delivery: TriggerDelivery, rejection: AppError | None) -> DeliveryResult:
     if rejection is not None:
         return DeliveryResult(
             HTTP_STATUS[rejection.code],
             {
                 "error": rejection.code.value,
                 "message": rejection.message,
-                "deliveryId": delivery_id,
+                "deliveryId": delivery.delivery_id,
             },
             "rejected",
         )
@@ -237,27 +265,45 @@ async def deliver(
         202,
         {
             "status": TriggerDeliveryStatus.ACCEPTED.value,
-            "deliveryId": delivery_id,
+            "deliveryId": delivery.delivery_id,
             "executionId": str(delivery.execution_id),
         },
         "accepted",
     )
 
 
-async def _replayed(trigger_id: uuid.UUID, delivery_id: str, digest: str) -> DeliveryResult:
-    original = await TriggerDelivery.filter(
-        Q(delivery_id=delivery_id) | Q(signature_digest=digest), trigger_id=trigger_id
-    ).first()
-    if original is not None:
+async def _replayed(attempt: _Attempt, delivery_id: str, digest: str) -> DeliveryResult:
+    """A delivery seen before. One that started its run answers DUPLICATE with that
+    run; one that was REJECTED is tried again (a sender retries what failed, e.g.
+    after the owner topped up), under its row lock so concurrent retries start one run."""
+    async with in_transaction():
+        original = (
+            await TriggerDelivery.filter(
+                Q(delivery_id=delivery_id) | Q(signature_digest=digest),
+                trigger_id=attempt.live.trigger.id,
+            )
+            .order_by("received_at", "id")
+            .select_for_update()
+            .first()
+        )
+        if original is None:  # pruned meanwhile
+            return DeliveryResult(
+                200,
+                {"status": "DUPLICATE", "deliveryId": delivery_id, "executionId": None},
+                "duplicate",
+            )
         await TriggerDelivery.filter(id=original.id).update(attempts=F("attempts") + 1)
+        retried = original.status == TriggerDeliveryStatus.REJECTED
+        rejection = await attempt.run(original) if retried else None
+    if retried:
+        await attempt.after_commit.run()
+        return _answer(original, rejection)
     return DeliveryResult(
         200,
         {
             "status": "DUPLICATE",
-            "deliveryId": original.delivery_id if original else delivery_id,
-            "executionId": str(original.execution_id)
-            if original and original.execution_id
-            else None,
+            "deliveryId": original.delivery_id,
+            "executionId": str(original.execution_id) if original.execution_id else None,
         },
         "duplicate",
     )

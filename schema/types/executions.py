@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 from app import models
 from app.context import Info
 from app.services import feature_flags
+from app.services.maker_secrets import masked, masked_text
 from schema.types.graphs import GraphSource, PageInfo
 
 ExecutionStatus = strawberry.enum(models.ExecutionStatus, name="ExecutionStatus")
@@ -54,34 +55,40 @@ class NodeExecution:
     ended_at: datetime | None
     error: str | None
 
+    # `hidden`: a store agent maker's secret-looking defaults, shown as "***" to its
+    # users (app/services/maker_secrets.py); empty for a run of one's own graph.
     @classmethod
-    def from_model(cls, row: models.NodeExecution) -> NodeExecution:
+    def from_model(
+        cls, row: models.NodeExecution, hidden: list[str] | None = None
+    ) -> NodeExecution:
+        hidden = hidden or []
         return cls(
             id=row.id,
             node_id=row.node_id,
             block_id=row.block_id,
             status=row.status,
-            input_data=row.input_data,
-            output_data=row.output_data,
+            input_data=masked(row.input_data, hidden),
+            output_data=masked(row.output_data, hidden),
             queued_at=row.queued_at,
             started_at=row.started_at,
             ended_at=row.ended_at,
-            error=row.error,
+            error=masked_text(row.error, hidden),
         )
 
     @classmethod
-    def from_snapshot(cls, d: dict[str, Any]) -> NodeExecution:
+    def from_snapshot(cls, d: dict[str, Any], hidden: list[str] | None = None) -> NodeExecution:
+        hidden = hidden or []
         return cls(
             id=d["id"],
             node_id=d["nodeId"],
             block_id=d["blockId"],
             status=models.ExecutionStatus(d["status"]),
-            input_data=d["inputData"],
-            output_data=d["outputData"],
+            input_data=masked(d["inputData"], hidden),
+            output_data=masked(d["outputData"], hidden),
             queued_at=_dt(d["queuedAt"]),
             started_at=_dt(d["startedAt"]),
             ended_at=_dt(d["endedAt"]),
-            error=d["error"],
+            error=masked_text(d["error"], hidden),
         )
 
 
@@ -92,8 +99,12 @@ class Execution:
     graph_version: int
     status: ExecutionStatus
     inputs: JSON
+
+    async def _outputs(self, info: Info) -> JSON:
+        return masked(self.stored_outputs, await self._hidden(info))
+
     outputs: JSON = strawberry.field(
-        description="Output name (from output blocks) to the list of values."
+        resolver=_outputs, description="Output name (from output blocks) to the list of values."
     )
     created_at: datetime
     started_at: datetime | None
@@ -103,6 +114,13 @@ class Execution:
     owner_id: strawberry.Private[uuid.UUID]
     stored_stats: strawberry.Private[dict | None]
     error: strawberry.Private[str | None]
+    stored_outputs: strawberry.Private[dict]
+
+    async def _hidden(self, info: Info) -> list[str]:
+        """What the graph's maker hides from this run's runner (nothing in own runs)."""
+        return await info.context.loaders.maker_secrets.load(
+            (self.owner_id, uuid.UUID(str(self.graph_id)), self.graph_version)
+        )
 
     @strawberry.field
     def is_shared(self) -> bool:
@@ -111,7 +129,8 @@ class Execution:
     @strawberry.field
     async def node_executions(self, info: Info) -> list[NodeExecution]:
         rows = await info.context.loaders.node_executions.load(uuid.UUID(str(self.id)))
-        return [NodeExecution.from_model(row) for row in rows]
+        hidden = await self._hidden(info)
+        return [NodeExecution.from_model(row, hidden) for row in rows]
 
     @strawberry.field
     async def stats(self, info: Info) -> ExecutionStats | None:
@@ -129,7 +148,7 @@ class Execution:
             node_error_count=stats.get("node_error_count", 0),
             activity_summary=stats.get("activity_summary") if insight else None,
             correctness_score=stats.get("correctness_score") if insight else None,
-            error=self.error,
+            error=masked_text(self.error, await self._hidden(info)),
         )
 
     @classmethod
@@ -140,7 +159,7 @@ class Execution:
             graph_version=row.graph_version,
             status=row.status,
             inputs=row.inputs,
-            outputs=row.outputs,
+            stored_outputs=row.outputs,
             created_at=row.created_at,
             started_at=row.started_at,
             ended_at=row.ended_at,
@@ -159,7 +178,7 @@ class Execution:
             graph_version=d["graphVersion"],
             status=models.ExecutionStatus(d["status"]),
             inputs=d["inputs"],
-            outputs=d["outputs"],
+            stored_outputs=d["outputs"],
             created_at=_dt(d["createdAt"]),
             started_at=_dt(d["startedAt"]),
             ended_at=_dt(d["endedAt"]),

@@ -50,16 +50,19 @@ async def send_notification_email(ctx: dict[str, Any], notification_id: str) -> 
 
 
 async def send_notification_digest(ctx: dict[str, Any], user_id: str, day: str) -> str:
+    parsed = uuid.UUID(user_id)
     try:
-        return await notification_mail.send_digest(ctx["settings"], uuid.UUID(user_id), day)
+        return await notification_mail.send_digest(ctx["settings"], parsed, day)
     except asyncio.CancelledError:
         raise
     except PermanentMailError as error:
         log.warning("digest of %s for %s refused for good: %s", user_id, day, error)
+        await notification_mail.mark_digest_failed(parsed, day)
         return f"failed: {error}"
     except Exception:
         retry = _retry_or_give_up(ctx, f"digest of {user_id} for {day}")
         if retry is None:
+            await notification_mail.mark_digest_failed(parsed, day)
             return "failed"
         raise retry from None
 
