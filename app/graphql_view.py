@@ -32,7 +32,7 @@ from strawberry.subscriptions import (
     GRAPHQL_WS_PROTOCOL,
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 
 from app.anonymous_limit import AnonymousRateLimit, client_address
@@ -42,7 +42,7 @@ from app.errors import AppError, ErrorCode, bad_input
 from app.metrics import GRAPHQL_REQUESTS
 from app.principal import Principal
 from app.settings import Settings
-from app.websocket_auth import CredentialWatch
+from app.websocket_auth import CredentialWatch, watched_stream
 from app.websocket_limits import (
     ConnectionSlots,
     LimitedLegacyWSHandler,
@@ -187,6 +187,33 @@ class GraphQLView(GraphQL):
             return _error_result(AppError(ErrorCode.RATE_LIMITED, str(refusal)))
         context.websocket_slot = principal.user_id
         return None
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: Any,
+        context: Context,
+        root_value: Any,
+        sub_response: Any,
+    ) -> Any:
+        """strawberry's; an HTTP stream of a signed-in caller is watched like a
+        websocket: once its key is revoked, suspended or loses a permission,
+        or its token expires, it ends with that error as its last result."""
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if not isinstance(result, SubscriptionExecutionResult):
+            return result  # a plain answer
+        try:
+            principal = await context.optional_principal()
+        except AppError:
+            principal = None
+        if principal is None:
+            return result  # it answers UNAUTHENTICATED and ends at once
+        return watched_stream(
+            self.credential_watch, result, context.credentials_refusal, _error_result
+        )
 
     async def execute_single(
         self,
