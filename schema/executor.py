@@ -8,9 +8,10 @@ the subscription: about 2 KiB per event per subscriber, never freed, and
 long pauses as the dict grows. Each event gets its own memo here.
 
 MAX_RESPONSE_BYTES: every leaf value is counted as it is completed (its JSON
-size, plus a few bytes for its key), so a small query that would build a
-huge result (aliases of long lists of large JSON) stops at the limit instead
-of building the body. The first leaf past it fails with ResponseTooLarge;
+size, plus a few bytes for its key), and every field error as it is caught
+(its message, path and location), so a small query that would build a huge
+result (aliases of long lists of large JSON, or of a field failing per item)
+stops at the limit instead of building the body. The first leaf past it fails with ResponseTooLarge;
 after that no resolver runs and leaves are not kept, and the request gate
 answers that one error, QUERY_TOO_COMPLEX, without data.
 """
@@ -27,6 +28,9 @@ from app.errors import AppError, ErrorCode
 
 # A leaf's key, quotes and punctuation, roughly.
 LEAF_OVERHEAD = 8
+# An error's keys, location and code, and each step of its path, roughly.
+ERROR_OVERHEAD = 96
+PATH_STEP = 12
 
 
 class ResponseTooLarge(AppError):
@@ -67,6 +71,18 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
         if self.too_large:
             return None  # the result is dropped: resolve nothing more
         return super().execute_field(*args, **kwargs)
+
+    def handle_field_error(
+        self, raw_error: Exception, return_type: Any, field_details_list: Any, path: Any
+    ) -> None:
+        if not self.too_large:
+            self.response_bytes += (
+                ERROR_OVERHEAD + len(str(raw_error)) + PATH_STEP * len(path.as_list())
+            )
+            if self.response_bytes > self.response_limit:
+                self.too_large = True
+                raw_error = ResponseTooLarge(int(self.response_limit))
+        super().handle_field_error(raw_error, return_type, field_details_list, path)
 
     def complete_leaf_value(self, return_type: Any, result: Any) -> Any:
         if self.too_large:
