@@ -4,8 +4,12 @@ A GraphQL request or websocket handshake without credentials, or with
 credentials that fail, counts against its client address:
 ANONYMOUS_RATE_LIMIT_PER_MINUTE in a fixed clock-minute window in Redis,
 shared by every API process. Past it the request is answered 429 before its
-body is read. An address found over its limit is remembered in this process
-until its window ends, so a flood costs no Redis round trip per request.
+body is read. Introspection is open to anyone and costs only CPU, so an
+anonymous request that resolved many introspection fields counts as one
+request more per INTROSPECTION_FIELDS_PER_REQUEST of them (GraphiQL's full
+introspection of this schema counts as about nine). An address found over
+its limit is remembered in this process until its window ends, so a flood
+costs no Redis round trip per request.
 
 The client address is the TCP peer, or with CLIENT_IP_HEADER the header the
 deployment's proxy sets (for X-Forwarded-For the last address, the one the
@@ -29,6 +33,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+INTROSPECTION_FIELDS_PER_REQUEST = 1000
 # Addresses remembered as over their limit; a flood of distinct ones only evicts.
 _BLOCKED_KEPT = 10_000
 
@@ -63,16 +68,26 @@ class AnonymousRateLimit:
     async def retry_after(self, redis: Redis, address: str) -> int | None:
         """None when this request may go on, else the seconds until it may."""
         now = time.time()
-        window_end = (now // WINDOW_SECONDS + 1) * WINDOW_SECONDS
         blocked_until = self._blocked.get(address)
         if blocked_until is not None:
             if blocked_until > now:
                 return int(blocked_until - now) + 1
             del self._blocked[address]
+        return await self._count(redis, address, 1, now)
+
+    async def charge(self, redis: Redis, address: str, requests: int) -> None:
+        """Counts a request that did the work of `requests` more (an anonymous
+        introspection that resolved thousands of fields), so its address
+        reaches the limit sooner."""
+        if requests > 0:
+            await self._count(redis, address, requests, time.time())
+
+    async def _count(self, redis: Redis, address: str, requests: int, now: float) -> int | None:
+        window_end = (now // WINDOW_SECONDS + 1) * WINDOW_SECONDS
         window = int(now // WINDOW_SECONDS)
         key = f"{self.settings.REDIS_PREFIX}ratelimit:anonymous:{address}:{window}"
         pipe = redis.pipeline(transaction=False)
-        pipe.incr(key)
+        pipe.incrby(key, requests)
         pipe.expire(key, WINDOW_SECONDS * 2)
         try:
             used, _ = await pipe.execute()

@@ -32,6 +32,9 @@ class Context:
     connection_params: dict[str, Any] | None = None
     # The user whose websocket connection slot this connection holds.
     websocket_slot: uuid.UUID | None = None
+    # Introspection fields its operations resolved (schema/executor.py): an
+    # anonymous request is charged for them (app/anonymous_limit.py).
+    introspection_fields: int = 0
     _principal: Principal | None = None
     _resolved: bool = False
     # Why the credentials were refused, once they were (asked again, it is raised again).

@@ -35,7 +35,11 @@ from strawberry.subscriptions import (
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 
-from app.anonymous_limit import AnonymousRateLimit, client_address
+from app.anonymous_limit import (
+    INTROSPECTION_FIELDS_PER_REQUEST,
+    AnonymousRateLimit,
+    client_address,
+)
 from app.auth import Credentials, authenticate, credentials_from, unauthenticated
 from app.context import Context
 from app.errors import AppError, ErrorCode, bad_input
@@ -285,7 +289,24 @@ class GraphQLView(GraphQL):
 
     async def process_result(self, request: Request, result: Any) -> Any:
         GRAPHQL_REQUESTS.labels(operation_type="http").inc()
+        await self._charge_anonymous_introspection(request)
         return await super().process_result(request, result)
+
+    async def _charge_anonymous_introspection(self, request: Request) -> None:
+        """An anonymous request counts once more per INTROSPECTION_FIELDS_PER_REQUEST
+        introspection fields it resolved: introspection costs CPU alone, and
+        anyone may ask for it."""
+        context = getattr(request.state, "graphql_context", None)
+        if context is None or not context.introspection_fields:
+            return
+        fields, context.introspection_fields = context.introspection_fields, 0
+        _, principal, _ = request.scope.get("state", {}).get("agentgraph.sign_in", (None,) * 3)
+        if principal is None:
+            await self.anonymous_limit.charge(
+                request.app.state.services.redis,
+                client_address(request.scope, self.settings),
+                fields // INTROSPECTION_FIELDS_PER_REQUEST,
+            )
 
     async def aclose(self) -> None:
         await self.credential_watch.aclose()

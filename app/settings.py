@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     MAX_FIELDS: int = Field(default=1000, ge=1)
     MAX_QUERY_NODES: int = Field(default=1_000_000, ge=1)
     MAX_RESPONSE_BYTES: int = Field(default=10_000_000, ge=1)
+    # Introspection fields one operation may resolve (GraphiQL's full
+    # introspection of this schema resolves about 8,000).
+    MAX_INTROSPECTION_FIELDS: int = Field(default=15_000, ge=1)
     MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
     # Bounded runs (SEMANTICS.md §7): how deep sub-graph runs nest below their root,
     # and how many node executions one run (its sub-graph runs included) may make.
