@@ -12,8 +12,9 @@ its limit is remembered in this process until its window ends, so a flood
 costs no Redis round trip per request.
 
 The client address is the TCP peer, or with CLIENT_IP_HEADER the header the
-deployment's proxy sets (for X-Forwarded-For the last address, the one the
-proxy itself appended; the others may be forged by the client). IPv6
+deployment's proxy sets (for X-Forwarded-For the last address of its last
+line, the one the proxy itself added; the others may be forged by the
+client). IPv6
 addresses count by their /64 network, which one client usually holds whole.
 """
 
@@ -41,9 +42,12 @@ _BLOCKED_KEPT = 10_000
 def client_address(scope: Scope, settings: Settings) -> str:
     raw = None
     if settings.CLIENT_IP_HEADER:
-        value = Headers(scope=scope).get(settings.CLIENT_IP_HEADER)
-        if value:
-            raw = value.split(",")[-1].strip()
+        # Every line of the header, in order: a proxy may add its own line
+        # after the client's instead of appending to it, and the first line
+        # is then the client's to forge.
+        lines = Headers(scope=scope).getlist(settings.CLIENT_IP_HEADER)
+        if lines:
+            raw = ",".join(lines).split(",")[-1].strip()
     if not raw:
         peer = scope.get("client")
         raw = peer[0] if peer else "unknown"

@@ -327,3 +327,20 @@ async def test_is_one_of_of_wrapped_types_is_null_not_internal(api, gql):
     assert {t["isOneOf"] for t in types if t["kind"] in ("NON_NULL", "LIST")} == {None}
     assert body["data"]["input"] == {"isOneOf": False}
     assert "unexpected error" not in api.log()
+
+
+async def test_the_client_address_is_the_last_one_the_proxy_header_carries(strict):
+    """With CLIENT_IP_HEADER set, the first line of the header was read: a
+    client that sent its own line (a proxy that adds a line rather than
+    appending to it keeps it) chose its address, and so its own limit."""
+    await _fresh_minute()
+    proxied = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    async with httpx.AsyncClient(base_url=strict.base_url) as client:
+
+        async def ask(forged: str) -> int:
+            headers = [("X-Real-IP", forged), ("X-Real-IP", proxied)]
+            body = {"query": "{ __typename }"}
+            return (await client.post("/graphql", json=body, headers=headers)).status_code
+
+        assert [await ask(f"10.9.0.{i}") for i in range(4)] == [200, 200, 200, 429]
+        assert await ask(f"10.9.1.1, {proxied}") == 429
