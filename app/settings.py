@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     MAX_ALIASES: int = 30
     MAX_TOKENS: int = 5000
     MAX_BODY_BYTES: int = 1_000_000
+    # Characters of query text (variables not included).
+    MAX_QUERY_LENGTH: int = Field(default=100_000, ge=1)
     # Checked on the query text before it is parsed (schema/document_measures.py).
     MAX_FIELDS_PER_SELECTION_SET: int = Field(default=100, ge=1)
     MAX_REPEATED_FIELDS: int = Field(default=20, ge=1)
