@@ -11,6 +11,11 @@ introspection of this schema counts as about nine). An address found over
 its limit is remembered in this process until its window ends, so a flood
 costs no Redis round trip per request.
 
+A websocket handshake carries no credentials from a browser (it signs in
+with connection_init), so it is counted like any anonymous request and the
+count is taken back once the socket signs in: what counts is sockets that
+never sign in, not every signed-in browser behind one address.
+
 The client address is the TCP peer, or with CLIENT_IP_HEADER the header the
 deployment's proxy sets (for X-Forwarded-For the last address of its last
 line, the one the proxy itself added; the others may be forged by the
@@ -20,6 +25,7 @@ addresses count by their /64 network, which one client usually holds whole.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
@@ -69,15 +75,27 @@ class AnonymousRateLimit:
         self._blocked: dict[str, float] = {}
         self._warned_at = 0.0
 
-    async def retry_after(self, redis: Redis, address: str) -> int | None:
+    async def retry_after(self, redis: Redis, address: str, now: float | None = None) -> int | None:
         """None when this request may go on, else the seconds until it may."""
-        now = time.time()
+        now = time.time() if now is None else now
         blocked_until = self._blocked.get(address)
         if blocked_until is not None:
             if blocked_until > now:
                 return int(blocked_until - now) + 1
             del self._blocked[address]
         return await self._count(redis, address, 1, now)
+
+    async def refund(self, redis: Redis, address: str, counted_at: float) -> None:
+        """Takes back one request counted at `counted_at`: a websocket handshake
+        (browsers cannot send credentials with it) whose socket then signed in
+        with its connection_init."""
+        window = int(counted_at // WINDOW_SECONDS)
+        key = f"{self.settings.REDIS_PREFIX}ratelimit:anonymous:{address}:{window}"
+        pipe = redis.pipeline(transaction=False)
+        pipe.decr(key)
+        pipe.expire(key, WINDOW_SECONDS * 2)
+        with contextlib.suppress(RedisError):
+            await pipe.execute()
 
     async def charge(self, redis: Redis, address: str, requests: int) -> None:
         """Counts a request that did the work of `requests` more (an anonymous

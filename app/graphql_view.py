@@ -10,6 +10,7 @@ message is JSON text. An HTTP stream holds one of its user's connection slots
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,13 @@ class GraphQLView(GraphQL):
         if principal is not None:
             return True
         redis = scope["app"].state.services.redis
-        wait = await self.anonymous_limit.retry_after(redis, client_address(scope, self.settings))
+        address = client_address(scope, self.settings)
+        counted_at = time.time()
+        wait = await self.anonymous_limit.retry_after(redis, address, counted_at)
         if wait is None:
+            if scope["type"] == "websocket":
+                # Given back if the socket signs in (on_ws_connect).
+                scope["state"]["agentgraph.anonymous_count"] = (address, counted_at)
             return True
         if scope["type"] == "websocket":
             # Closed before the handshake completes: the client sees 403.
@@ -268,6 +274,9 @@ class GraphQLView(GraphQL):
         if context.websocket_slot is None:
             self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
             context.websocket_slot = principal.user_id
+        counted = context.request.scope.get("state", {}).pop("agentgraph.anonymous_count", None)
+        if counted is not None:
+            await self.anonymous_limit.refund(context.services.redis, *counted)
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: strawberry sends bytes as binary websocket frames, which

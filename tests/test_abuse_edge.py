@@ -19,7 +19,7 @@ import websockets
 
 from tests.conftest import TEST_ENV
 from tests.graph_builders import create_graph, echo_graph, node
-from tests.harness import ApiServer, GraphQLClient
+from tests.harness import ApiServer, GraphQLClient, graphql_ws
 
 METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 STRICT_ENV = {
@@ -379,3 +379,32 @@ async def test_a_page_of_runs_with_all_their_node_executions_counts_them_all(gql
     assert data["executions"]["edges"] == []
     one = "query($id: ID!) { execution(id: $id) { nodeExecutions { id } } }"
     assert await gql.ok(one, {"id": str(uuid.uuid4())}, token=person.token) == {"execution": None}
+
+
+async def test_sockets_that_sign_in_do_not_spend_their_address_anonymous_limit(strict, new_user):
+    """A browser cannot send credentials with a websocket handshake, so every
+    socket of a signed-in web client counted as an anonymous request: behind
+    one address (an office, a mobile carrier's NAT) the 61st socket of a
+    minute was refused. A handshake is counted until its socket signs in."""
+    await _fresh_minute()
+    address = _address()
+    person = new_user()
+    url = strict.ws_url
+    for _ in range(6):
+        async with graphql_ws(
+            url, {"Authorization": f"Bearer {person.token}"}, headers=address
+        ) as ws:
+            assert (await ws.request("{ me { id } }"))[0]["type"] == "next"
+    # A socket that never signs in keeps counting.
+    async with graphql_ws(url, {}, headers=address, expect_ack=False) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.receive()
+        assert closed.value.rcvd.code == 4403
+    async with httpx.AsyncClient(base_url=strict.base_url) as client:
+        statuses = [
+            (
+                await client.post("/graphql", json={"query": "{ __typename }"}, headers=address)
+            ).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [200, 200, 429]
