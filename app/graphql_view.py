@@ -35,6 +35,7 @@ from strawberry.subscriptions import (
 )
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET
 
 from app.anonymous_limit import (
     INTROSPECTION_FIELDS_PER_REQUEST,
@@ -149,6 +150,22 @@ class GraphQLView(GraphQL):
         )
         await response(scope, _no_body, send)
         return False
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """strawberry's, but a request it cannot read (not JSON, a batch, a
+        mutation over GET, no query) is answered in GraphQL's JSON shape with
+        a code, not plain text, which GraphQL clients fail to parse."""
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as refusal:
+            code = ErrorCode.NOT_FOUND if refusal.status_code == 404 else ErrorCode.BAD_USER_INPUT
+            return JSONResponse(
+                {
+                    "data": None,
+                    "errors": [{"message": refusal.reason, "extensions": {"code": code.value}}],
+                },
+                status_code=refusal.status_code,
+            )
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         credentials, principal, refused = request.scope.get("state", {}).get(
