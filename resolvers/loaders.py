@@ -42,6 +42,11 @@ async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExec
     return [grouped[execution_id] for execution_id in execution_ids]
 
 
+async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
+    found = {token: await executions.shared_execution(token) for token in dict.fromkeys(tokens)}
+    return [found[token] for token in tokens]
+
+
 @dataclass
 class Loaders:
     nodes: DataLoader[int, list[Node]] = field(
@@ -53,6 +58,12 @@ class Loaders:
     # Settings change, so websocket connections (long-lived contexts) must not cache them.
     library_entries: DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None] = field(
         default_factory=lambda: DataLoader(load_fn=_library_entries, cache=False)
+    )
+    # By share token, once however many aliases ask: a shared run is read
+    # anonymously, and its outputs may be megabytes. Not cached (its status
+    # changes under a long-lived websocket context).
+    shared_executions: DataLoader[str, tuple | None] = field(
+        default_factory=lambda: DataLoader(load_fn=_shared_executions, cache=False)
     )
     # Node executions change while a run goes on: never cached.
     node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
