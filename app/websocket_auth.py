@@ -104,6 +104,7 @@ async def watched_stream(
     stream = _WatchedStream(refusal)
     watch.add(stream)
     ended = asyncio.ensure_future(stream.closed.wait())
+    step: asyncio.Future | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(results))
@@ -122,5 +123,12 @@ async def watched_stream(
     finally:
         ended.cancel()
         watch.discard(stream)
+        if step is not None and not step.done():
+            # The reader went away while `results` waited (for the next event):
+            # end that wait first, or `results` could never be closed and would
+            # hold its event feed for good.
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await step
         with contextlib.suppress(Exception):
             await results.aclose()  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ is already running."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -267,3 +268,40 @@ async def test_a_key_that_loses_a_permission_ends_the_subscriptions_that_need_it
         gql.http, {"X-API-Key": key}, graph["id"], MULTIPART_ACCEPT, narrow
     )
     assert [e["extensions"]["code"] for e in last["errors"]] == ["FORBIDDEN"]
+
+
+async def test_a_watched_stream_whose_reader_leaves_closes_what_it_was_reading():
+    """The reader of a watched HTTP stream going away (the client disconnects)
+    while the stream waits for its next event must close the event feed it
+    reads: otherwise the feed (and the API process's Redis read of that run's
+    events) outlives the request."""
+    from app.websocket_auth import CredentialWatch, watched_stream
+
+    waiting, closed = asyncio.Event(), asyncio.Event()
+
+    async def events():
+        try:
+            yield 1
+            waiting.set()
+            await asyncio.Event().wait()  # no next event comes
+            yield 2
+        finally:
+            closed.set()
+
+    async def still_valid():
+        return None
+
+    watch = CredentialWatch(interval=3600)
+    stream = watched_stream(watch, events(), still_valid, lambda refusal: refusal)
+
+    async def read() -> None:
+        async for _ in stream:
+            pass
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(waiting.wait(), 10)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    assert closed.is_set()
+    await watch.aclose()
