@@ -16,8 +16,7 @@ validated (SEMANTICS.md §11 and the README's limits table):
 - nodes: the worst-case number of objects in the result (GitHub's node
   limit): a field with `first` returns up to `first` items (a variable counts
   as the largest page the field allows), another list up to the bound in
-  LIST_SIZES (a run's node executions: MAX_NODE_RUNS_PER_EXECUTION), and the
-  counts multiply down nested lists.
+  LIST_SIZES, and the counts multiply down nested lists.
 
 Fragment totals are memoised, so a document whose fragments double at every
 level costs a walk of its text, not of its expansion; the walk that merges
@@ -85,9 +84,6 @@ class Limits:
     max_repeated_fields: int
     max_fields: int
     max_nodes: int
-    # How many node executions one run may make: what Execution.nodeExecutions
-    # holds at most.
-    max_node_runs: int = 100_000
 
     @property
     def per_set(self) -> SetLimits:
@@ -286,8 +282,6 @@ class _Merger:
         self.fragments = fragments
         self.limits = limits
         self.shape = shape
-        # A run's node executions are not a page: all of them are loaded.
-        self.list_sizes = {**LIST_SIZES, "Execution.nodeExecutions": limits.max_node_runs}
 
     def walk(self, parts: list[tuple[Selections, str | None]], scale: int) -> tuple[int, int]:
         """(fields in the merged set, objects below it) for the sets in `parts`
@@ -326,7 +320,7 @@ class _Merger:
             item, parent = group[0]
             field_shape = self.shape.field(parent, item.name)
             inner = None if field_shape is None else field_shape.type_name
-            own, below = self._counts(item, parent, field_shape, scale, self.list_sizes)
+            own, below = self._counts(item, parent, field_shape, scale)
             if field_shape is not None and field_shape.is_composite:
                 objects += own
             subs = [(g.selections, inner) for g, _ in group if g.selections is not None]
@@ -337,9 +331,7 @@ class _Merger:
         return len(fields), objects
 
     @staticmethod
-    def _counts(
-        item: Field, parent: str | None, shape: FieldShape | None, scale: int, list_sizes: dict
-    ):
+    def _counts(item: Field, parent: str | None, shape: FieldShape | None, scale: int):
         """(objects this field returns, copies of each of its sub-selections)."""
         if shape is None:
             return scale, scale
@@ -355,6 +347,6 @@ class _Merger:
             items = max(0, min(first, largest))
             return (scale * items if shape.is_list else scale), scale * items
         if shape.is_list:
-            items = list_sizes.get(owner, DEFAULT_LIST_SIZE)
+            items = LIST_SIZES.get(owner, DEFAULT_LIST_SIZE)
             return scale * items, scale * items
         return scale, scale

@@ -95,7 +95,6 @@ class DocumentGate:
             max_repeated_fields=settings.MAX_REPEATED_FIELDS,
             max_fields=settings.MAX_FIELDS,
             max_nodes=settings.MAX_QUERY_NODES,
-            max_node_runs=settings.MAX_NODE_RUNS_PER_EXECUTION,
         )
         self.max_length = settings.MAX_QUERY_LENGTH
         self.hide_suggestions = not settings.GRAPHQL_EXPLORER
