@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
 from app.services import executions
+from app.settings import get_settings
 
 
 async def _nodes_by_graph(row_ids: list[int]) -> list[list[Node]]:
@@ -38,7 +39,11 @@ async def _library_entries(
 
 
 async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExecution]]:
-    grouped = await executions.node_executions(execution_ids)
+    # All of a run's node executions are returned (there is no `first`), so
+    # one batch (every execution of a page, aliases included) loads at most
+    # what one run may make: a page of large runs is refused, not loaded.
+    at_most = get_settings().MAX_NODE_RUNS_PER_EXECUTION
+    grouped = await executions.node_executions(list(dict.fromkeys(execution_ids)), at_most)
     return [grouped[execution_id] for execution_id in execution_ids]
 
 

@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from tests.conftest import TEST_ENV
+from tests.execution_helpers import execute, wait_for_end
 from tests.graph_builders import create_graph, echo_graph, node
 from tests.harness import ApiServer, GraphQLClient, graphql_ws
 
@@ -392,3 +393,31 @@ async def test_sockets_that_sign_in_do_not_spend_their_address_anonymous_limit(s
             for _ in range(3)
         ]
     assert statuses == [200, 200, 429]
+
+
+async def test_a_page_of_runs_with_too_many_node_executions_is_refused_not_loaded(
+    database, worker, new_user
+):
+    """`nodeExecutions` returns all of a run's node executions, so a page of
+    large runs loaded them all (one run of 99,000 cost 5.8 s of CPU; the
+    worst-case count takes 100 per run). What one batch loads is bounded by
+    what one run may make (MAX_NODE_RUNS_PER_EXECUTION, 5 on this server)."""
+    async with ApiServer(TEST_ENV, {"MAX_NODE_RUNS_PER_EXECUTION": "5"}) as server:
+        client = GraphQLClient(server.base_url)
+        try:
+            person = new_user()
+            graph = await create_graph(client, person, echo_graph())
+            runs = [await execute(client, person, graph["id"], {"text": "x"}) for _ in range(2)]
+            for run in runs:
+                await wait_for_end(client, person, run["id"])
+            page = "{ executions(first: %d) { edges { node { nodeExecutions { id } } } } }"
+            body = await client.execute(page % 10, token=person.token)
+            assert body["data"] is None
+            assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_TOO_COMPLEX"}
+            one = await client.ok(page % 1, token=person.token)
+            assert len(one["executions"]["edges"][0]["node"]["nodeExecutions"]) == 3
+            single = "query($id: ID!) { execution(id: $id) { nodeExecutions { id } } }"
+            data = await client.ok(single, {"id": runs[0]["id"]}, token=person.token)
+            assert len(data["execution"]["nodeExecutions"]) == 3
+        finally:
+            await client.aclose()
