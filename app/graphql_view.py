@@ -288,12 +288,13 @@ class GraphQLView(GraphQL):
             context.set_principal(principal)
         except AppError as exc:
             raise ConnectionRejectionError({"code": exc.code.value}) from exc
+        counted = context.request.scope.get("state", {}).pop("agentgraph.anonymous_count", None)
+        if counted is not None:
+            # Signed in: its handshake was no anonymous request after all.
+            await self.anonymous_limit.refund(context.services.redis, *counted)
         if context.websocket_slot is None:
             self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
             context.websocket_slot = principal.user_id
-        counted = context.request.scope.get("state", {}).pop("agentgraph.anonymous_count", None)
-        if counted is not None:
-            await self.anonymous_limit.refund(context.services.redis, *counted)
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: strawberry sends bytes as binary websocket frames, which
