@@ -14,7 +14,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from app import log_context
 from app.auth import Credentials, authenticate, unauthenticated
-from app.errors import AppError
+from app.errors import AppError, ErrorCode
 from app.principal import Principal
 from app.runtime import AppServices
 from app.services.users import ensure_user
@@ -32,6 +32,9 @@ class Context:
     connection_params: dict[str, Any] | None = None
     # The user whose websocket connection slot this connection holds.
     websocket_slot: uuid.UUID | None = None
+    # Introspection fields its operations resolved (schema/executor.py): an
+    # anonymous request is charged for them (app/anonymous_limit.py).
+    introspection_fields: int = 0
     _principal: Principal | None = None
     _resolved: bool = False
     # Why the credentials were refused, once they were (asked again, it is raised again).
@@ -59,21 +62,37 @@ class Context:
 
     async def credentials_still_valid(self) -> bool:
         """For long-lived connections: whether the credentials they signed in
-        with still hold (the key is active, the token has not expired). A key's
-        new permissions take effect here too."""
+        with still hold (see `credentials_refusal`)."""
+        return await self.credentials_refusal() is None
+
+    async def credentials_refusal(self) -> AppError | None:
+        """For long-lived connections (websockets, HTTP streams): None while the
+        credentials they signed in with still hold, else why not. A key that
+        is revoked or suspended, or a token past its `exp`, is UNAUTHENTICATED;
+        a key that lost a permission it had is FORBIDDEN: what the connection
+        started under that permission (a subscription) must not go on. A key
+        that gained permissions takes them for the operations that follow."""
         principal = self._principal
-        if principal is None or self._refused is not None:
-            return False
+        if self._refused is not None:
+            return self._refused
+        if principal is None:
+            return unauthenticated()
         if not principal.via_api_key:
-            return principal.expires_at is None or principal.expires_at > time.time()
+            if principal.expires_at is None or principal.expires_at > time.time():
+                return None
+            return unauthenticated("The token has expired; sign in again")
         try:
             current = await authenticate(self.settings, self.credentials)
         except AppError:
-            return False
+            return unauthenticated("The API key is no longer active")
         if current is None or current.api_key_id != principal.api_key_id:
-            return False
+            return unauthenticated("The API key is no longer active")
+        if not principal.permissions <= current.permissions:
+            return AppError(
+                ErrorCode.FORBIDDEN, "The API key lost a permission this connection was using"
+            )
         self._principal = current
-        return True
+        return None
 
     async def principal(self) -> Principal:
         principal = await self.optional_principal()

@@ -10,6 +10,7 @@ message is JSON text. An HTTP stream holds one of its user's connection slots
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,22 @@ from strawberry.subscriptions import (
     GRAPHQL_WS_PROTOCOL,
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET
 
-from app.anonymous_limit import AnonymousRateLimit, client_address
+from app.anonymous_limit import (
+    INTROSPECTION_FIELDS_PER_REQUEST,
+    AnonymousRateLimit,
+    client_address,
+)
 from app.auth import Credentials, authenticate, credentials_from, unauthenticated
 from app.context import Context
 from app.errors import AppError, ErrorCode, bad_input
 from app.metrics import GRAPHQL_REQUESTS
 from app.principal import Principal
 from app.settings import Settings
-from app.websocket_auth import CredentialWatch
+from app.websocket_auth import CredentialWatch, watched_stream
 from app.websocket_limits import (
     ConnectionSlots,
     LimitedLegacyWSHandler,
@@ -113,8 +119,13 @@ class GraphQLView(GraphQL):
         if principal is not None:
             return True
         redis = scope["app"].state.services.redis
-        wait = await self.anonymous_limit.retry_after(redis, client_address(scope, self.settings))
+        address = client_address(scope, self.settings)
+        counted_at = time.time()
+        wait = await self.anonymous_limit.retry_after(redis, address, counted_at)
         if wait is None:
+            if scope["type"] == "websocket":
+                # Given back if the socket signs in (on_ws_connect).
+                scope["state"]["agentgraph.anonymous_count"] = (address, counted_at)
             return True
         if scope["type"] == "websocket":
             # Closed before the handshake completes: the client sees 403.
@@ -139,6 +150,22 @@ class GraphQLView(GraphQL):
         )
         await response(scope, _no_body, send)
         return False
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """strawberry's, but a request it cannot read (not JSON, a batch, a
+        mutation over GET, no query) is answered in GraphQL's JSON shape with
+        a code, not plain text, which GraphQL clients fail to parse."""
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as refusal:
+            code = ErrorCode.NOT_FOUND if refusal.status_code == 404 else ErrorCode.BAD_USER_INPUT
+            return JSONResponse(
+                {
+                    "data": None,
+                    "errors": [{"message": refusal.reason, "extensions": {"code": code.value}}],
+                },
+                status_code=refusal.status_code,
+            )
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         credentials, principal, refused = request.scope.get("state", {}).get(
@@ -188,6 +215,33 @@ class GraphQLView(GraphQL):
         context.websocket_slot = principal.user_id
         return None
 
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: Any,
+        context: Context,
+        root_value: Any,
+        sub_response: Any,
+    ) -> Any:
+        """strawberry's; an HTTP stream of a signed-in caller is watched like a
+        websocket: once its key is revoked, suspended or loses a permission,
+        or its token expires, it ends with that error as its last result."""
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if not isinstance(result, SubscriptionExecutionResult):
+            return result  # a plain answer
+        try:
+            principal = await context.optional_principal()
+        except AppError:
+            principal = None
+        if principal is None:
+            return result  # it answers UNAUTHENTICATED and ends at once
+        return watched_stream(
+            self.credential_watch, result, context.credentials_refusal, _error_result
+        )
+
     async def execute_single(
         self,
         request: Request,
@@ -234,6 +288,10 @@ class GraphQLView(GraphQL):
             context.set_principal(principal)
         except AppError as exc:
             raise ConnectionRejectionError({"code": exc.code.value}) from exc
+        counted = context.request.scope.get("state", {}).pop("agentgraph.anonymous_count", None)
+        if counted is not None:
+            # Signed in: its handshake was no anonymous request after all.
+            await self.anonymous_limit.refund(context.services.redis, *counted)
         if context.websocket_slot is None:
             self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
             context.websocket_slot = principal.user_id
@@ -258,7 +316,24 @@ class GraphQLView(GraphQL):
 
     async def process_result(self, request: Request, result: Any) -> Any:
         GRAPHQL_REQUESTS.labels(operation_type="http").inc()
+        await self._charge_anonymous_introspection(request)
         return await super().process_result(request, result)
+
+    async def _charge_anonymous_introspection(self, request: Request) -> None:
+        """An anonymous request counts once more per INTROSPECTION_FIELDS_PER_REQUEST
+        introspection fields it resolved: introspection costs CPU alone, and
+        anyone may ask for it."""
+        context = getattr(request.state, "graphql_context", None)
+        if context is None or not context.introspection_fields:
+            return
+        fields, context.introspection_fields = context.introspection_fields, 0
+        _, principal, _ = request.scope.get("state", {}).get("agentgraph.sign_in", (None,) * 3)
+        if principal is None:
+            await self.anonymous_limit.charge(
+                request.app.state.services.redis,
+                client_address(request.scope, self.settings),
+                fields // INTROSPECTION_FIELDS_PER_REQUEST,
+            )
 
     async def aclose(self) -> None:
         await self.credential_watch.aclose()

@@ -143,12 +143,17 @@ class Settings(BaseSettings):
     MAX_ALIASES: int = 30
     MAX_TOKENS: int = 5000
     MAX_BODY_BYTES: int = 1_000_000
+    # Characters of query text (variables not included).
+    MAX_QUERY_LENGTH: int = Field(default=100_000, ge=1)
     # Checked on the query text before it is parsed (schema/document_measures.py).
     MAX_FIELDS_PER_SELECTION_SET: int = Field(default=100, ge=1)
     MAX_REPEATED_FIELDS: int = Field(default=20, ge=1)
     MAX_FIELDS: int = Field(default=1000, ge=1)
     MAX_QUERY_NODES: int = Field(default=1_000_000, ge=1)
     MAX_RESPONSE_BYTES: int = Field(default=10_000_000, ge=1)
+    # Introspection fields one operation may resolve (GraphiQL's full
+    # introspection of this schema resolves about 8,000).
+    MAX_INTROSPECTION_FIELDS: int = Field(default=15_000, ge=1)
     MUTATION_RATE_LIMIT_PER_MINUTE: int = 120
     # Bounded runs (SEMANTICS.md §7): how deep sub-graph runs nest below their root,
     # and how many node executions one run (its sub-graph runs included) may make.

@@ -72,7 +72,7 @@ class ExecutionQueries:
 
     @strawberry.field(description="No sign-in needed.")
     async def shared_execution(self, info: Info, share_token: str) -> SharedExecution | None:
-        found = await executions.shared_execution(share_token)
+        found = await info.context.loaders.shared_executions.load(share_token)
         if found is None:
             return None
         execution, graph = found

@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
 from app.services import executions, maker_secrets
+from app.settings import get_settings
 
 
 async def _nodes_by_graph(row_ids: list[int]) -> list[list[Node]]:
@@ -38,8 +39,17 @@ async def _library_entries(
 
 
 async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExecution]]:
-    grouped = await executions.node_executions(execution_ids)
+    # All of a run's node executions are returned (there is no `first`), so
+    # one batch (every execution of a page, aliases included) loads at most
+    # what one run may make: a page of large runs is refused, not loaded.
+    at_most = get_settings().MAX_NODE_RUNS_PER_EXECUTION
+    grouped = await executions.node_executions(list(dict.fromkeys(execution_ids)), at_most)
     return [grouped[execution_id] for execution_id in execution_ids]
+
+
+async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
+    found = {token: await executions.shared_execution(token) for token in dict.fromkeys(tokens)}
+    return [found[token] for token in tokens]
 
 
 @dataclass
@@ -57,6 +67,12 @@ class Loaders:
     # A graph version's defaults never change, so neither do the texts it hides.
     maker_secrets: DataLoader[maker_secrets.RunKey, list[str]] = field(
         default_factory=lambda: DataLoader(load_fn=maker_secrets.hidden_texts)
+    )
+    # By share token, once however many aliases ask: a shared run is read
+    # anonymously, and its outputs may be megabytes. Not cached (its status
+    # changes under a long-lived websocket context).
+    shared_executions: DataLoader[str, tuple | None] = field(
+        default_factory=lambda: DataLoader(load_fn=_shared_executions, cache=False)
     )
     # Node executions change while a run goes on: never cached.
     node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(

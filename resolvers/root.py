@@ -5,7 +5,7 @@ and gives every error its code."""
 from __future__ import annotations
 
 import strawberry
-from graphql import GraphQLInputField, is_abstract_type
+from graphql import GraphQLInputField, is_abstract_type, is_wrapping_type
 from graphql.type.definition import GraphQLDefaultInput
 from graphql.utilities.value_to_literal import default_scalar_value_to_literal
 
@@ -95,6 +95,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     )
     gate.bind(schema._schema)
     _give_json_defaults_a_literal(schema)
+    _answer_is_one_of_for_wrapped_types(schema)
     return schema
 
 
@@ -127,3 +128,18 @@ def _give_json_defaults_a_literal(schema: strawberry.Schema) -> None:
                     item.default = GraphQLDefaultInput(
                         literal=default_scalar_value_to_literal(value)
                     )
+
+
+def _answer_is_one_of_for_wrapped_types(schema: strawberry.Schema) -> None:
+    """strawberry's `__Type.isOneOf` reads the type's `extensions`, which list
+    and non-null wrappers do not have: `{ __type(name: "Query") { fields { type
+    { isOneOf } } } }` failed with INTERNAL once per field, each failure logged
+    with its traceback (thousands from one anonymous request). For a wrapper
+    the answer is null, as the spec has it for every kind but input objects."""
+    field = schema._schema.type_map["__Type"].fields["isOneOf"]  # type: ignore[union-attr]
+    strawberrys = field.resolve
+
+    def is_one_of(type_, info):
+        return None if is_wrapping_type(type_) else strawberrys(type_, info)
+
+    field.resolve = is_one_of

@@ -11,6 +11,8 @@ validated (SEMANTICS.md §11 and the README's limits table):
   fields that share a key, so these two bound its work;
 - fields: every field of every operation with each fragment spread expanded
   (fragments used nowhere are counted once on their own);
+- introspection: `__schema`, `__type` and the fields below them take no
+  aliases (copies of the schema's tree are the way to multiply its cost);
 - nodes: the worst-case number of objects in the result (GitHub's node
   limit): a field with `first` returns up to `first` items (a variable counts
   as the largest page the field allows), another list up to the bound in
@@ -63,6 +65,11 @@ PAGE_MAXIMA = {
 # More variables than this in one operation are refused: no real operation
 # has them, and validation's variable rules grow with their number.
 MAX_VARIABLES = 100
+# More operations than this in one document are refused: validation runs
+# every rule over each (700 one-field operations cost 130 ms), and a client
+# sends one at a time (a document of many is a persisted-query file, not a
+# request).
+MAX_OPERATIONS = 100
 # Recursion through fragments deeper than this is refused (Python's own stack
 # would give out first on a chain of thousands).
 MAX_FRAGMENT_CHAIN = 100
@@ -106,6 +113,9 @@ class _Totals(NamedTuple):
 _NONE = _Totals(0, 0, 0, 0)
 
 
+_META_FIELDS = {"__schema": "__Schema", "__type": "__Type"}
+
+
 @dataclass(frozen=True, slots=True)
 class FieldShape:
     type_name: str
@@ -134,6 +144,10 @@ class SchemaShape:
         return self._fields[key]
 
     def _look_up(self, type_name: str | None, name: str) -> FieldShape | None:
+        if name in _META_FIELDS and type_name == self.roots["query"]:
+            # Not among the root's own fields, but what lies below them is
+            # introspection (which takes no aliases).
+            return FieldShape(_META_FIELDS[name], False, True, False, None)
         owner = self.schema.type_map.get(type_name or "")
         fields = getattr(owner, "fields", None)
         definition = fields.get(name) if isinstance(fields, dict) else None
@@ -157,6 +171,8 @@ class SchemaShape:
 def measure(outline: Outline, limits: Limits, shape: SchemaShape) -> Measures:
     """The measures of a document within its limits; raises QueryTooComplex
     (or BAD_USER_INPUT for fragments that spread themselves) otherwise."""
+    if len(outline.operations) > MAX_OPERATIONS:
+        raise QueryTooComplex(f"The document has more than {MAX_OPERATIONS} operations")
     totals = _FragmentTotals(outline.fragments)
     depth = aliases = fields = 0
     for operation in outline.operations:
@@ -248,6 +264,16 @@ class _FragmentTotals:
         return _Totals(fields, depth, aliases, nesting)
 
 
+def _copies_introspection(item: Field, parent: str | None) -> bool:
+    """Whether an alias of this field would copy (part of) the schema's
+    introspection tree: the result is answered from the schema at no cost but
+    CPU, so copies are the way to multiply it (MAX_INTROSPECTION_FIELDS bounds
+    the rest). No client aliases them; `__typename` is a leaf like any other."""
+    if item.name == "__typename":
+        return False
+    return item.name in ("__schema", "__type") or (parent or "").startswith("__")
+
+
 class _Merger:
     """Walks selection sets as execution merges them, checking the per-set
     limits and counting worst-case objects."""
@@ -280,6 +306,11 @@ class _Merger:
         groups: dict[str, list[tuple[Field, str | None]]] = {}
         for item, parent in fields:
             groups.setdefault(item.key, []).append((item, parent))
+            if item.aliased and item.key != item.name and _copies_introspection(item, parent):
+                raise QueryTooComplex(
+                    f"Introspection fields may not be aliased ({item.key}: {item.name}); "
+                    "ask for the schema once"
+                )
         if fields:
             key, repeats = Counter({k: len(v) for k, v in groups.items()}).most_common(1)[0]
             if repeats > self.limits.max_repeated_fields:

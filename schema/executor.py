@@ -8,11 +8,19 @@ the subscription: about 2 KiB per event per subscriber, never freed, and
 long pauses as the dict grows. Each event gets its own memo here.
 
 MAX_RESPONSE_BYTES: every leaf value is counted as it is completed (its JSON
-size, plus a few bytes for its key), so a small query that would build a
-huge result (aliases of long lists of large JSON) stops at the limit instead
-of building the body. The first leaf past it fails with ResponseTooLarge;
+size, plus a few bytes for its key), and every field error as it is caught
+(its message, path and location), so a small query that would build a huge
+result (aliases of long lists of large JSON, or of a field failing per item)
+stops at the limit instead of building the body. The first leaf past it fails with ResponseTooLarge;
 after that no resolver runs and leaves are not kept, and the request gate
 answers that one error, QUERY_TOO_COMPLEX, without data.
+
+MAX_INTROSPECTION_FIELDS: introspection is answered from the schema, so it
+costs nothing but CPU and is open to anonymous callers; its result is a fixed
+tree that aliases copy (30 copies of `__schema { types { fields { … } } }`
+took 1.5 s of CPU and stalled every other request). Every field resolved
+under `__schema` or `__type` is counted, and past the limit the operation
+stops the same way.
 """
 
 from __future__ import annotations
@@ -21,12 +29,16 @@ import math
 from typing import Any
 
 import orjson
+from graphql import located_error
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.errors import AppError, ErrorCode
 
 # A leaf's key, quotes and punctuation, roughly.
 LEAF_OVERHEAD = 8
+# An error's keys, location and code, and each step of its path, roughly.
+ERROR_OVERHEAD = 96
+PATH_STEP = 12
 
 
 class ResponseTooLarge(AppError):
@@ -48,25 +60,65 @@ def _size(value: Any) -> int:
         return len(repr(value)) + LEAF_OVERHEAD
 
 
+class IntrospectionTooLarge(ResponseTooLarge):
+    def __init__(self, limit: int) -> None:
+        AppError.__init__(
+            self,
+            ErrorCode.QUERY_TOO_COMPLEX,
+            f"Introspection resolving more than {limit} fields; ask for the schema once "
+            "(GraphiQL's introspection query) instead of copies of it",
+        )
+
+
 class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = getattr(self.context_value, "settings", None)
         self.response_limit = getattr(settings, "MAX_RESPONSE_BYTES", None) or math.inf
+        self.introspection_limit = getattr(settings, "MAX_INTROSPECTION_FIELDS", None) or math.inf
         self.response_bytes = 0
+        self.introspection_fields = 0
         self.too_large = False
 
     def build_per_event_executor(self, payload: Any):
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}
         executor.response_bytes = 0
+        executor.introspection_fields = 0
         executor.too_large = False
         return executor
 
-    def execute_field(self, *args: Any, **kwargs: Any) -> Any:
+    def execute_field(
+        self, parent_type: Any, source: Any, field_details_list: Any, path: Any, *rest: Any
+    ) -> Any:
         if self.too_large:
             return None  # the result is dropped: resolve nothing more
-        return super().execute_field(*args, **kwargs)
+        if parent_type.name.startswith("__"):
+            self.introspection_fields += 1
+            if self.introspection_fields > self.introspection_limit:
+                self.too_large = True
+                nodes = [details.node for details in field_details_list]
+                refusal = IntrospectionTooLarge(int(self.introspection_limit))
+                self.collected_errors.add(located_error(refusal, nodes, path.as_list()), path)
+                return None
+        return super().execute_field(parent_type, source, field_details_list, path, *rest)
+
+    def build_response(self, data: Any) -> Any:
+        if self.introspection_fields and hasattr(self.context_value, "introspection_fields"):
+            self.context_value.introspection_fields += self.introspection_fields
+        return super().build_response(data)
+
+    def handle_field_error(
+        self, raw_error: Exception, return_type: Any, field_details_list: Any, path: Any
+    ) -> None:
+        if not self.too_large:
+            self.response_bytes += (
+                ERROR_OVERHEAD + len(str(raw_error)) + PATH_STEP * len(path.as_list())
+            )
+            if self.response_bytes > self.response_limit:
+                self.too_large = True
+                raw_error = ResponseTooLarge(int(self.response_limit))
+        super().handle_field_error(raw_error, return_type, field_details_list, path)
 
     def complete_leaf_value(self, return_type: Any, result: Any) -> Any:
         if self.too_large:

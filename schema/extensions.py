@@ -31,7 +31,9 @@ _LIMIT_PHRASES = ("Document contains more than",)
 _SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
-def _present(error: GraphQLError, hide_suggestions: bool = False) -> GraphQLError:
+def _present(
+    error: GraphQLError, hide_suggestions: bool = False, logged: dict | None = None
+) -> GraphQLError:
     if error.original_error is None and (error.extensions or {}).get("code"):
         return error  # already presented (streams pass results through twice)
     original = error.original_error
@@ -56,14 +58,7 @@ def _present(error: GraphQLError, hide_suggestions: bool = False) -> GraphQLErro
         message = _SUGGESTION.sub("", error.message) if hide_suggestions else error.message
     else:
         code = ErrorCode.INTERNAL
-        error_id = uuid.uuid4().hex
-        log.error(
-            "unexpected error %s in %s",
-            error_id,
-            ".".join(str(p) for p in error.path or ()) or "operation",
-            exc_info=(type(original), original, original.__traceback__),
-            extra={"error_id": error_id},
-        )
+        error_id = _log_internal(error, original, {} if logged is None else logged)
         extensions = {"code": code.value, "errorId": error_id}
         message = "Internal server error"
     RESOLVER_ERRORS.labels(code=code.value).inc()
@@ -78,6 +73,28 @@ def _present(error: GraphQLError, hide_suggestions: bool = False) -> GraphQLErro
     )
 
 
+def _log_internal(error: GraphQLError, original: BaseException, logged: dict) -> str:
+    """Logs an unexpected error with its traceback and returns its errorId. The
+    same failure at many places of one result (a field failing for every item
+    of a list) is logged once: its repeats share the first one's errorId."""
+    where = ".".join(str(p) for p in error.path or () if not isinstance(p, int)) or "operation"
+    key = (type(original), str(original), where)
+    known = logged.get(key)
+    if known is not None:
+        known[1] += 1
+        return known[0]
+    error_id = uuid.uuid4().hex
+    logged[key] = [error_id, 0]
+    log.error(
+        "unexpected error %s in %s",
+        error_id,
+        ".".join(str(p) for p in error.path or ()) or "operation",
+        exc_info=(type(original), original, original.__traceback__),
+        extra={"error_id": error_id},
+    )
+    return error_id
+
+
 def _operation_type_message(error: Exception) -> str:
     if isinstance(error, InvalidOperationTypeError):
         return f"{error.operation_type.value} operations are not allowed here"
@@ -87,7 +104,14 @@ def _operation_type_message(error: Exception) -> str:
 def present_errors(
     errors: list[GraphQLError], hide_suggestions: bool = False
 ) -> list[GraphQLError]:
-    return [_present(error, hide_suggestions) for error in errors]
+    logged: dict = {}
+    presented = [_present(error, hide_suggestions, logged) for error in errors]
+    for error_id, repeats in logged.values():
+        if repeats:
+            log.error(
+                "unexpected error %s happened %d more times in this result", error_id, repeats
+            )
+    return presented
 
 
 class ErrorCodes(SchemaExtension):

@@ -6,7 +6,7 @@ Before strawberry parses anything it admits the request or refuses it:
 1. per request: the operation name and variables must be storable text and
    values (no NUL, no lone surrogate, numbers that fit: app/storable.py);
 2. per distinct query text, once, kept in a bounded cache (`DocumentGate`):
-   the outline read from the text and measured against the limits
+   its length (MAX_QUERY_LENGTH), the outline read from the text and measured against the limits
    (schema/document_outline.py, schema/document_measures.py), so a hostile
    document is refused before the costly parse and validation; then the
    parse, the literal check and graphql-core's validation;
@@ -96,6 +96,7 @@ class DocumentGate:
             max_fields=settings.MAX_FIELDS,
             max_nodes=settings.MAX_QUERY_NODES,
         )
+        self.max_length = settings.MAX_QUERY_LENGTH
         self.hide_suggestions = not settings.GRAPHQL_EXPLORER
         rules = [*specified_rules, MaybeNullValidationRule, OneOfInputValidationRule]
         if not settings.GRAPHQL_EXPLORER:
@@ -123,6 +124,15 @@ class DocumentGate:
 
     def _analyse(self, text: str) -> Analysis:
         assert self.schema is not None and self.shape is not None
+        if len(text) > self.max_length:
+            # graphql-core reads text a character at a time in Python (~0.2 s
+            # a megabyte) however few tokens it holds: comments, whitespace,
+            # one long name. Large values belong in variables.
+            refusal = QueryTooComplex(
+                f"The query text is longer than {self.max_length} characters; "
+                "send large values as variables"
+            )
+            return Analysis(None, (_refusal(refusal),))
         problem = text_problem(text)
         if problem:
             # graphql-core would quote the character back, which no encoder can write.

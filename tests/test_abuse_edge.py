@@ -18,8 +18,9 @@ import pytest
 import websockets
 
 from tests.conftest import TEST_ENV
+from tests.execution_helpers import execute, wait_for_end
 from tests.graph_builders import create_graph, echo_graph, node
-from tests.harness import ApiServer, GraphQLClient
+from tests.harness import ApiServer, GraphQLClient, graphql_ws
 
 METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 STRICT_ENV = {
@@ -82,6 +83,13 @@ HOSTILE = {
     )
     + " fragment T12 on __Type { name }",
     "1200 variables": "query(" + " ".join(f"$v{i}: Int" for i in range(1200)) + ") { me { id } }",
+    # Bulk that is not tokens: graphql-core reads it a character at a time
+    # (0.1-0.23 s of CPU a megabyte, anonymously).
+    "900 kB of comment": "#" + "x" * 900_000 + "\n{ __typename }",
+    "900 kB of whitespace": " " * 900_000 + "{ __typename }",
+    "a 900 kB name": "{ " + "a" * 900_000 + " }",
+    "a 900 kB string": '{ __type(name: "' + "x" * 900_000 + '") { name } }',
+    "700 operations": " ".join(f"query q{i} {{ __typename }}" for i in range(700)),
 }
 
 
@@ -108,6 +116,18 @@ async def test_documents_at_the_limits_still_run(gql, user):
     one_more = fragments + " fragment F50 on User { id }"
     error = await gql.error("{ me { " + spreads + " ...F50 } } " + one_more, token=user.token)
     assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+
+
+async def test_long_texts_and_many_operations_below_the_limits_still_run(gql, user):
+    query = '{ __type(name: "%s") { name } }' % ("x" * 99_000)
+    assert await gql.ok(query, token=user.token) == {"__type": None}
+    many = " ".join(f"query q{i} {{ __typename }}" for i in range(100))
+    response = await gql.http.post(
+        "/graphql",
+        json={"query": many, "operationName": "q99"},
+        headers={"Authorization": f"Bearer {user.token}"},
+    )
+    assert response.json() == {"data": {"__typename": "Query"}}
 
 
 async def test_the_worst_case_result_size_is_refused(gql, new_user):
@@ -312,3 +332,92 @@ async def test_graph_cursors_do_not_carry_row_ids(gql, new_user):
     assert carried == second["id"] and not str(carried).isdigit()
     after = await gql.ok(page, {"a": newest["cursor"]}, token=person.token)
     assert after["graphs"]["edges"][0]["node"]["id"] == first["id"]
+
+
+async def test_is_one_of_of_wrapped_types_is_null_not_internal(api, gql):
+    """`isOneOf` of a list or non-null type failed with INTERNAL once per field,
+    each logged with its traceback: 9.5 s of CPU and 10 MB of log for one
+    anonymous request aliasing it over every field of every type."""
+    body = await gql.execute(
+        '{ __type(name: "Query") { fields { type { kind isOneOf ofType { kind isOneOf } } } } }'
+    )
+    assert "errors" not in body, body["errors"][:1]
+    types = [field["type"] for field in body["data"]["__type"]["fields"]]
+    assert {t["isOneOf"] for t in types if t["kind"] in ("NON_NULL", "LIST")} == {None}
+    graph_input = await gql.ok('{ __type(name: "GraphInput") { isOneOf } }')
+    assert graph_input == {"__type": {"isOneOf": False}}
+    assert "unexpected error" not in api.log()
+
+
+async def test_the_client_address_is_the_last_one_the_proxy_header_carries(strict):
+    """With CLIENT_IP_HEADER set, the first line of the header was read: a
+    client that sent its own line (a proxy that adds a line rather than
+    appending to it keeps it) chose its address, and so its own limit."""
+    await _fresh_minute()
+    proxied = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    async with httpx.AsyncClient(base_url=strict.base_url) as client:
+
+        async def ask(forged: str) -> int:
+            headers = [("X-Real-IP", forged), ("X-Real-IP", proxied)]
+            body = {"query": "{ __typename }"}
+            return (await client.post("/graphql", json=body, headers=headers)).status_code
+
+        assert [await ask(f"10.9.0.{i}") for i in range(4)] == [200, 200, 200, 429]
+        assert await ask(f"10.9.1.1, {proxied}") == 429
+
+
+async def test_sockets_that_sign_in_do_not_spend_their_address_anonymous_limit(strict, new_user):
+    """A browser cannot send credentials with a websocket handshake, so every
+    socket of a signed-in web client counted as an anonymous request: behind
+    one address (an office, a mobile carrier's NAT) the 61st socket of a
+    minute was refused. A handshake is counted until its socket signs in."""
+    await _fresh_minute()
+    address = _address()
+    person = new_user()
+    url = strict.ws_url
+    for _ in range(6):
+        async with graphql_ws(
+            url, {"Authorization": f"Bearer {person.token}"}, headers=address
+        ) as ws:
+            assert (await ws.request("{ me { id } }"))[0]["type"] == "next"
+    # A socket that never signs in keeps counting.
+    async with graphql_ws(url, {}, headers=address, expect_ack=False) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.receive()
+        assert closed.value.rcvd.code == 4403
+    async with httpx.AsyncClient(base_url=strict.base_url) as client:
+        statuses = [
+            (
+                await client.post("/graphql", json={"query": "{ __typename }"}, headers=address)
+            ).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+
+
+async def test_a_page_of_runs_with_too_many_node_executions_is_refused_not_loaded(
+    database, worker, new_user
+):
+    """`nodeExecutions` returns all of a run's node executions, so a page of
+    large runs loaded them all (one run of 99,000 cost 5.8 s of CPU; the
+    worst-case count takes 100 per run). What one batch loads is bounded by
+    what one run may make (MAX_NODE_RUNS_PER_EXECUTION, 5 on this server)."""
+    async with ApiServer(TEST_ENV, {"MAX_NODE_RUNS_PER_EXECUTION": "5"}) as server:
+        client = GraphQLClient(server.base_url)
+        try:
+            person = new_user()
+            graph = await create_graph(client, person, echo_graph())
+            runs = [await execute(client, person, graph["id"], {"text": "x"}) for _ in range(2)]
+            for run in runs:
+                await wait_for_end(client, person, run["id"])
+            page = "{ executions(first: %d) { edges { node { nodeExecutions { id } } } } }"
+            body = await client.execute(page % 10, token=person.token)
+            assert body["data"] is None
+            assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_TOO_COMPLEX"}
+            one = await client.ok(page % 1, token=person.token)
+            assert len(one["executions"]["edges"][0]["node"]["nodeExecutions"]) == 3
+            single = "query($id: ID!) { execution(id: $id) { nodeExecutions { id } } }"
+            data = await client.ok(single, {"id": runs[0]["id"]}, token=person.token)
+            assert len(data["execution"]["nodeExecutions"]) == 3
+        finally:
+            await client.aclose()

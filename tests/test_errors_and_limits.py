@@ -103,3 +103,61 @@ async def test_depth_counts_through_fragments(gql, user):
     assert "QUERY_TOO_COMPLEX" not in await _codes(gql, query, token=user.token)
     query = "fragment Deep on Query { a { wrap { " + inner + " } } } { ...Deep }"
     assert "QUERY_TOO_COMPLEX" in await _codes(gql, query, token=user.token)
+
+
+@strawberry.type
+class _Item:
+    n: int
+
+    @strawberry.field
+    def broken(self) -> str | None:
+        raise RuntimeError(f"item {self.n} is broken")
+
+
+@strawberry.type
+class _ItemsQuery:
+    @strawberry.field
+    def items(self, count: int) -> list[_Item]:
+        return [_Item(n=0) for _ in range(count)]
+
+
+async def test_a_field_failing_for_every_item_is_logged_once(caplog):
+    """One request made thousands of tracebacks (a field failing per item of a
+    list: `__Type.isOneOf` of wrapped types, 10 MB of log per request). The
+    repeats of one failure share its errorId and one log line says how many."""
+    schema = strawberry.Schema(query=_ItemsQuery, extensions=[ErrorCodes])
+    with caplog.at_level(logging.ERROR, logger="agentgraph.errors"):
+        result = await schema.execute("{ items(count: 500) { n broken } }")
+    assert len(result.errors) == 500
+    assert {e.extensions["code"] for e in result.errors} == {"INTERNAL"}
+    [error_id] = {e.extensions["errorId"] for e in result.errors}
+    ours = [r for r in caplog.records if r.name == "agentgraph.errors"]
+    with_traceback = [r for r in ours if r.exc_info]
+    assert len(with_traceback) == 1 and error_id in with_traceback[0].getMessage()
+    assert [r.getMessage() for r in ours if not r.exc_info] == [
+        f"unexpected error {error_id} happened 499 more times in this result"
+    ]
+
+
+async def test_field_errors_count_toward_max_response_bytes(settings):
+    """Errors were not counted: a small query whose field fails for every item
+    built megabytes of errors under MAX_RESPONSE_BYTES."""
+    from types import SimpleNamespace
+
+    from schema.executor import AgentGraphExecutor
+    from schema.request_gate import DocumentGate, RequestGate
+
+    capped = settings.model_copy(update={"MAX_RESPONSE_BYTES": 20_000})
+    gate = DocumentGate(capped)
+    schema = strawberry.Schema(
+        query=_ItemsQuery,
+        extensions=[lambda: RequestGate(gate)],
+        execution_context_class=AgentGraphExecutor,
+    )
+    gate.bind(schema._schema)
+    context = SimpleNamespace(settings=capped)
+    small = await schema.execute("{ items(count: 50) { broken } }", context_value=context)
+    assert len(small.errors) == 50
+    large = await schema.execute("{ items(count: 5000) { broken } }", context_value=context)
+    assert large.data is None
+    assert [e.extensions["code"] for e in large.errors] == ["QUERY_TOO_COMPLEX"]

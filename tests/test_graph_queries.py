@@ -5,7 +5,8 @@ from __future__ import annotations
 from app.services import graphs
 from app.services.graph_validation import GraphSpec, LinkSpec, NodeSpec
 from app.settings import get_settings
-from tests.graph_builders import block_id
+from tests.execution_helpers import execute, wait_for_end
+from tests.graph_builders import block_id, create_graph, echo_graph
 from tests.in_process import counting_queries, schema_runner
 
 LIST = """{ graphs(first: 100) { totalCount edges { node {
@@ -48,3 +49,31 @@ async def test_listing_graphs_costs_the_same_queries_for_1_and_50_graphs(
     assert all(n["block"]["id"] for e in edges for n in e["node"]["nodes"])
     assert count_one == count_fifty
     assert 3 <= count_fifty <= 5
+
+
+async def test_aliases_of_one_shared_execution_read_it_once(gql, new_user, worker, monkeypatch):
+    """Anonymous `sharedExecution` aliased 30 times loaded the run 30 times: a
+    run whose outputs hold 45 MB (one input fanned out to 50 outputs) made one
+    anonymous request of 10 aliases take 460 MB and 1.8 s of CPU."""
+    person = new_user()
+    graph = await create_graph(gql, person, echo_graph())
+    started = await execute(gql, person, graph["id"], {"text": "hello"})
+    await wait_for_end(gql, person, started["id"])
+    share = "mutation($id: ID!) { shareExecution(id: $id) { shareToken } }"
+    token = (await gql.ok(share, {"id": started["id"]}, token=person.token))["shareExecution"][
+        "shareToken"
+    ]
+
+    def aliases(count: int) -> str:
+        one = f'sharedExecution(shareToken: "{token}") {{ status outputs }}'
+        return "{ " + " ".join(f"a{i}: {one}" for i in range(count)) + " }"
+
+    async with schema_runner() as run:
+        counts = []
+        for count in (1, 30):
+            async with counting_queries(monkeypatch) as counter:
+                result = await run(aliases(count), person.id)
+            assert result.errors is None, result.errors
+            assert result.data[f"a{count - 1}"]["outputs"] == {"result": ["hello"]}
+            counts.append(len(counter.statements))
+    assert counts[0] == counts[1]

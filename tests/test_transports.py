@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import websockets
 
 from tests.execution_helpers import execute, wait_for_end
@@ -79,3 +80,40 @@ async def test_http_answers_are_utf8_json_of_the_right_length(api, gql, user):
     assert response.headers["content-type"] == "application/json"
     assert int(response.headers["content-length"]) == len(response.content)
     assert json.loads(response.content.decode("utf-8"))["data"]["createGraph"]["name"] == name
+
+
+UNREADABLE = {
+    "a batch": {"json": [{"query": "{ __typename }"}, {"query": "{ __typename }"}]},
+    "not JSON": {"content": b"{", "headers": {"Content-Type": "application/json"}},
+    "plain text": {"content": b"{ __typename }", "headers": {"Content-Type": "text/plain"}},
+    "no query": {"json": {"variables": {}}},
+    "a query that is not text": {"json": {"query": {"a": 1}}},
+}
+
+
+@pytest.mark.parametrize("request_kwargs", list(UNREADABLE.values()), ids=list(UNREADABLE))
+async def test_requests_that_cannot_be_read_are_answered_in_json_with_a_code(
+    api, gql, user, request_kwargs
+):
+    """These were answered in plain text ("Batching is not enabled"), which
+    Apollo Client and urql fail to parse, with no `extensions.code`."""
+    headers = {"Authorization": f"Bearer {user.token}", **request_kwargs.get("headers", {})}
+    kwargs = {k: v for k, v in request_kwargs.items() if k != "headers"}
+    response = await gql.http.post("/graphql", headers=headers, **kwargs)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT" and error["message"]
+
+
+async def test_a_mutation_over_get_is_answered_in_json_with_a_code(api, gql, new_user):
+    person = new_user()
+    before = await gql.ok("{ me { timezone } }", token=person.token)
+    response = await gql.http.get(
+        "/graphql",
+        params={"query": 'mutation { updateTimezone(timezone: "Europe/Paris") { id } }'},
+        headers={"Authorization": f"Bearer {person.token}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert await gql.ok("{ me { timezone } }", token=person.token) == before

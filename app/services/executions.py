@@ -371,12 +371,17 @@ async def shared_execution(share_token: str) -> tuple[Execution, Graph | None] |
     return execution, graph
 
 
-async def node_executions(execution_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[NodeExecution]]:
-    rows = (
-        await NodeExecution.filter(execution_id__in=execution_ids)
-        .exclude(status=ExecutionStatus.INCOMPLETE)
-        .order_by("arrival")
+async def node_executions(
+    execution_ids: list[uuid.UUID], at_most: int
+) -> dict[uuid.UUID, list[NodeExecution]]:
+    """In arrival order; past `at_most` together QUERY_TOO_COMPLEX (read to one row past)."""
+    query = NodeExecution.filter(execution_id__in=execution_ids).exclude(
+        status=ExecutionStatus.INCOMPLETE
     )
+    rows = await query.order_by("arrival").limit(at_most + 1)
+    if len(rows) > at_most:
+        message = f"More than {at_most} node executions together; ask for fewer executions"
+        raise AppError(ErrorCode.QUERY_TOO_COMPLEX, message)
     grouped: dict[uuid.UUID, list[NodeExecution]] = {eid: [] for eid in execution_ids}
     for row in rows:
         grouped[row.execution_id].append(row)  # type: ignore[attr-defined]
