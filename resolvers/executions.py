@@ -11,7 +11,7 @@ from strawberry.types.nodes import SelectedField
 from app.context import Info
 from app.errors import AppError, ErrorCode
 from app.models import ApiKeyPermission, OnboardingStep, UserOnboarding
-from app.services import executions, onboarding
+from app.services import execution_sharing, executions, onboarding
 from app.services.maker_secrets import masked
 from schema.permissions import CanExecuteGraph, CanReadExecution, SignedInUser
 from schema.types.executions import (
@@ -179,7 +179,7 @@ class ExecutionMutations:
 
     @strawberry.mutation(permission_classes=[SignedInUser])
     async def share_execution(self, info: Info, id: strawberry.ID) -> ShareLink:
-        row = await executions.share_execution(await info.context.user_id(), id)
+        row = await execution_sharing.share_execution(await info.context.user_id(), id)
         token = str(row.share_token)
         base = info.context.settings.FRONTEND_BASE_URL.rstrip("/")
         return ShareLink(
@@ -191,5 +191,5 @@ class ExecutionMutations:
     @strawberry.mutation(permission_classes=[SignedInUser])
     async def unshare_execution(self, info: Info, id: strawberry.ID) -> Execution:
         return Execution.from_model(
-            await executions.unshare_execution(await info.context.user_id(), id)
+            await execution_sharing.unshare_execution(await info.context.user_id(), id)
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import executions, maker_secrets
+from app.services import execution_sharing, executions, maker_secrets
 from app.settings import get_settings
 
 
@@ -48,7 +48,9 @@ async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExec
 
 
 async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
-    found = {token: await executions.shared_execution(token) for token in dict.fromkeys(tokens)}
+    found = {
+        token: await execution_sharing.shared_execution(token) for token in dict.fromkeys(tokens)
+    }
     return [found[token] for token in tokens]
 
 

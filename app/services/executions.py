@@ -1,4 +1,4 @@
-"""Graph executions as users drive them: start, stop, read, share, delete (§7).
+"""Graph executions as users drive them: start, stop, read, delete (§7).
 
 The running itself happens in the workers (workers/engine); this module
 stores what they need, enqueues the job, and reads what they wrote.
@@ -24,7 +24,6 @@ from app.models import (
     TERMINAL_STATUSES,
     Execution,
     ExecutionStatus,
-    Graph,
     GraphSource,
     Node,
     NodeExecution,
@@ -338,37 +337,6 @@ async def delete_execution(
         await stop_execution(settings, arq, publisher, user_id, execution_id)
     await Execution.filter(id=execution.id).update(is_deleted=True, share_token=None)
     return execution.id
-
-
-async def share_execution(user_id: uuid.UUID, execution_id: str) -> Execution:
-    execution = await get_execution(user_id, execution_id)
-    if execution is None:
-        raise not_found("Execution")
-    if execution.share_token is None:
-        execution.share_token = uuid.uuid4()
-        await execution.save(update_fields=["share_token"])
-    return execution
-
-
-async def unshare_execution(user_id: uuid.UUID, execution_id: str) -> Execution:
-    execution = await get_execution(user_id, execution_id)
-    if execution is None:
-        raise not_found("Execution")
-    execution.share_token = None
-    await execution.save(update_fields=["share_token"])
-    return execution
-
-
-async def shared_execution(share_token: str) -> tuple[Execution, Graph | None] | None:
-    token = parse_uuid(share_token)
-    if token is None:
-        return None
-    execution = await Execution.get_or_none(share_token=token, is_deleted=False)
-    if execution is None:
-        return None
-    await with_current_outputs([execution])
-    graph = await Graph.get_or_none(graph_id=execution.graph_id, version=execution.graph_version)
-    return execution, graph
 
 
 async def node_executions(
