@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import shutil
+import tempfile
 
 from tests.agent_helpers import GRAPH_TRIGGER, ROTATE, create_credentials, llm_stack, publish
 from tests.execution_helpers import wait_for_end
 from tests.graph_builders import block_id, create_graph, echo_graph, link, node
 from tests.harness import ROOT, graphql_ws
+
+CLIENTS = ROOT / "tests" / "clients"
 
 
 def _operation(name: str) -> str:
@@ -39,6 +45,51 @@ async def test_readme_first_graph_run_and_its_live_subscription(api, gql, user, 
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs)
     assert events[-1]["execution"] == {"status": "COMPLETED", "outputs": {"result": ["hello"]}}
+
+
+def _watch_script() -> str:
+    blocks = re.findall(r"```js\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [found] = [b for b in blocks if b.startswith("// watch.mjs")]
+    return found
+
+
+async def test_readme_web_client_watches_the_first_run(api, gql, user, worker):
+    """The README's watch.mjs, run by Node with the pinned graphql-ws, prints the run live."""
+    assert shutil.which("node"), "Node.js is needed for the client tests"
+    saved = await gql.ok(
+        _operation("Save"),
+        {
+            "in": block_id("AgentInput"),
+            "store": block_id("StoreValue"),
+            "out": block_id("AgentOutput"),
+        },
+        token=user.token,
+    )
+    run = await gql.ok(_operation("Run"), {"graph": saved["createGraph"]["id"]}, token=user.token)
+    # Inside tests/clients so that Node resolves the pinned packages.
+    with tempfile.NamedTemporaryFile("w", suffix=".mjs", dir=CLIENTS) as script:
+        script.write(_watch_script())
+        script.flush()
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            script.name,
+            run["executeGraph"]["id"],
+            cwd=CLIENTS,
+            env={**os.environ, "TOKEN": user.token, "AGENTGRAPH_WS": api.ws_url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    lines = [line.split(" ", 2) for line in stdout.decode().splitlines()]
+    seqs = [int(seq) for seq, _, _ in lines]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    _, last_type, last_value = lines[-1]
+    assert last_type == "ExecutionStatusEvent"
+    assert last_value == '{"status":"COMPLETED","outputs":{"result":["hello"]}}'
+    for _, kind, value in lines[:-1]:
+        assert kind in {"ExecutionStatusEvent", "NodeExecutionEvent"}, kind
+        json.loads(value)
 
 
 async def test_readme_store_agent_preset_and_trigger_sender(database, new_user):
