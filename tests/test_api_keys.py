@@ -144,3 +144,33 @@ async def test_bad_key_input_is_refused_and_nothing_is_stored(gql, user):
     )
     assert code == "BAD_USER_INPUT"
     assert (await ApiKey.get(id=created["apiKey"]["id"])).permissions == ["READ_GRAPH"]
+
+
+async def test_live_keys_are_capped_and_revoking_one_makes_room(gql, user):
+    """`apiKeys` is one unpaged list: a user keeps at most 100 keys that are not revoked."""
+    first = await create_key(gql, user, name="first")
+    await ApiKey.bulk_create(
+        [
+            ApiKey(
+                id=uuid.uuid4(),
+                user_id=user.id,
+                name=f"seeded {n}",
+                key_hash=f"seeded-{user.id}-{n}",
+                prefix="agpt_see",
+                postfix="ded0",
+                status="SUSPENDED" if n % 2 else "ACTIVE",
+                permissions=["READ_GRAPH"],
+            )
+            for n in range(99)
+        ]
+    )
+    payload = {"input": {"name": "one too many", "permissions": ["READ_GRAPH"]}}
+    error = await gql.error(CREATE, payload, token=user.token)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "at most 100 keys" in error["message"]
+    assert await ApiKey.filter(user_id=user.id).count() == 100
+    await gql.ok(REVOKE, {"id": first["apiKey"]["id"]}, token=user.token)
+    created = await create_key(gql, user, name="room again")
+    assert created["apiKey"]["status"] == "ACTIVE"
+    listed = (await gql.ok(LIST, token=user.token))["apiKeys"]
+    assert len(listed) == 101 and listed[0]["name"] == "room again"

@@ -23,6 +23,9 @@ _KEY_BODY_LENGTH = 43
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_NAME = 100
 MAX_DESCRIPTION = 1000
+# Keys not revoked, per user: `apiKeys` is one unpaged list. Revoked keys stay
+# listed (what was revoked, and when, is worth keeping) but do not count.
+MAX_LIVE_KEYS = 100
 
 
 def generate_api_key() -> str:
@@ -109,6 +112,9 @@ async def create_api_key(
     if description is not None and len(description) > MAX_DESCRIPTION:
         raise bad_input(f"description is longer than {MAX_DESCRIPTION} characters")
     stored_permissions = _check_permissions(permissions)
+    live = ApiKey.filter(user_id=user_id).exclude(status=ApiKeyStatus.REVOKED)
+    if await live.count() >= MAX_LIVE_KEYS:
+        raise bad_input(f"at most {MAX_LIVE_KEYS} keys that are not revoked; revoke one first")
     plain = generate_api_key()
     row = await ApiKey.create(
         id=uuid.uuid4(),
