@@ -96,6 +96,9 @@ def parse_url(url: str | httpx.URL) -> httpx.URL:
         )
     if not parsed.raw_host:
         raise BlockError(f"HttpRequest: URL {str(url)!r} has no host")
+    # httpx accepts any digits as a port; the resolver would raise OverflowError.
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise BlockError(f"HttpRequest: URL {str(url)!r} has port {parsed.port}, not 1 to 65535")
     return parsed
 
 

@@ -292,6 +292,13 @@ async def test_only_http_and_https(url: str, settings: Settings) -> None:
         await _request(settings, url=url)
 
 
+@pytest.mark.parametrize("url", ["http://example.com:70000/", "https://1.1.1.1:0/"])
+@pytest.mark.parametrize("settings", [DEFAULT, ALLOW_PRIVATE], ids=["default", "allow-private"])
+async def test_a_port_out_of_range_is_a_clear_block_error(url: str, settings: Settings) -> None:
+    with pytest.raises(BlockError, match="not 1 to 65535"):
+        await _request(settings, url=url)
+
+
 async def test_redirect_to_another_scheme_is_refused(server: LocalServer) -> None:
     with pytest.raises(BlockError, match="only fetches http and https"):
         await _request(ALLOW_PRIVATE, url=server.url("/redirect-to?target=file:///etc/passwd"))
