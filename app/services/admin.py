@@ -30,7 +30,7 @@ from app.models import (
 )
 from app.principal import Principal
 from app.services import credits, ledger
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 
 MAX_USERS_PAGE = 100
 MAX_AUDIT_PAGE = 100
@@ -79,13 +79,7 @@ def _after(query, after: str | None):
     """Newest first, strictly after the cursor's (created_at, id)."""
     if not after:
         return query
-    cursor = decode_cursor(after)
-    row_id = parse_user_id(cursor.row_id)
-    if row_id is None:
-        raise bad_input("Invalid cursor", field="after")
-    return query.filter(
-        Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
-    )
+    return query.filter(rows_after(after))
 
 
 @dataclass(frozen=True)
@@ -195,13 +189,7 @@ async def list_refund_requests(
     base = RefundRequest.all() if status is None else RefundRequest.filter(status=status)
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = parse_user_id(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(created_at__gt=cursor.created_at) | Q(created_at=cursor.created_at, id__gt=row_id)
-        )
+        query = query.filter(rows_after(after, ascending=True))
     rows = await query.order_by("created_at", "id").limit(first + 1)
     await record_audit(
         admin, AdminAction.LIST_REFUND_REQUESTS, details={"status": status and str(status)}

@@ -14,8 +14,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from tortoise.expressions import Q
-
 from app.clients.stripe_gateway import CheckoutState, StripeGateway
 from app.errors import AppError, ErrorCode, bad_input
 from app.models import (
@@ -25,8 +23,7 @@ from app.models import (
     User,
 )
 from app.services import ledger
-from app.services.graph_validation import parse_uuid
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.pagination import encode_cursor, rows_after
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -289,13 +286,7 @@ async def credit_history(
     if before is not None:
         query = query.filter(created_at__lt=before)
     if after is not None:
-        cursor = decode_cursor(after)
-        row_id = parse_uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
-        )
+        query = query.filter(rows_after(after))
     rows = await query.order_by("-created_at", "-id").limit(first + 1)
     more = len(rows) > first
     rows = rows[:first]

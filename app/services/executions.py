@@ -13,12 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq import ArqRedis
-from tortoise.expressions import Q
 
 from app.blocks.registry import get_block
 from app.clients.redis import arq_job_id, metrics_counter_key
 from app.clock import utcnow
-from app.errors import AppError, ErrorCode, bad_input, not_found
+from app.errors import AppError, ErrorCode, not_found
 from app.events import EventPublisher
 from app.models import (
     TERMINAL_STATUSES,
@@ -32,7 +31,7 @@ from app.services import ledger, onboarding, run_requests
 from app.services.execution_outputs import with_current_outputs
 from app.services.graph_validation import Validation, parse_uuid
 from app.services.graphs import validation_error
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.settings import Settings
 
 RUN_EXECUTION_JOB = "run_execution"
@@ -262,13 +261,7 @@ async def list_executions(
         base = base.filter(status__in=list(statuses))
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = parse_uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
-        )
+        query = query.filter(rows_after(after))
     rows = await query.order_by("-created_at", "-id").limit(first + 1)
     page = await with_current_outputs(rows[:first])
     return ExecutionPage(page, await base.count(), len(rows) > first)

@@ -30,7 +30,7 @@ from app.models import (
 )
 from app.services import graph_access, graphs, onboarding
 from app.services.graph_validation import parse_uuid
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.settings import Settings
 
 MAX_LIBRARY_PAGE = 100
@@ -93,13 +93,7 @@ async def list_library(
         base = base.filter(Q(name__icontains=text) | Q(description__icontains=text))
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = parse_uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(activity_at__lt=cursor.created_at) | Q(activity_at=cursor.created_at, id__lt=row_id)
-        )
+        query = query.filter(rows_after(after, time_field="activity_at"))
     rows = await query.order_by("-activity_at", "-id").limit(first + 1)
     items = await describe(settings, user_id, rows[:first])
     return LibraryPage(items, await base.count(), len(rows) > first)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from tortoise.expressions import Q
-
 from app.clock import utcnow
 from app.errors import bad_input
 from app.models import Notification
 from app.services.notifications import Notifier, unread_count
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 
 MAX_PAGE = 100
 MAX_IDS = 1000
@@ -45,13 +43,7 @@ async def list_notifications(
         base = base.filter(read_at=None)
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = _uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=row_id)
-        )
+        query = query.filter(rows_after(after))
     rows = await query.order_by("-created_at", "-id").limit(first + 1)
     return NotificationPage(
         rows[:first], await base.count(), await unread_count(user_id), len(rows) > first

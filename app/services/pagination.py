@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from tortoise.expressions import Q
 
 from app.errors import bad_input
 
@@ -35,3 +38,19 @@ def check_page_size(first: int, maximum: int) -> int:
     if not 1 <= first <= maximum:
         raise bad_input(f"first must be between 1 and {maximum}", field="first")
     return first
+
+
+def rows_after(
+    after: str, *, time_field: str = "created_at", id_field: str = "id", ascending: bool = False
+) -> Q:
+    """The rows that come after the cursor `after` in (time, id) order: newest first,
+    unless `ascending`. The id breaks ties, so rows sharing a time are never dropped."""
+    cursor = decode_cursor(after)
+    try:
+        row_id = uuid.UUID(cursor.row_id)
+    except ValueError as exc:
+        raise bad_input("Invalid cursor", field="after") from exc
+    past = "gt" if ascending else "lt"
+    return Q(**{f"{time_field}__{past}": cursor.created_at}) | Q(
+        **{time_field: cursor.created_at, f"{id_field}__{past}": row_id}
+    )

@@ -12,16 +12,15 @@ import uuid
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
 
 from app.blocks.base import Block
 from app.blocks.registry import get_block
 from app.blocks.triggers import WEBHOOK_TRIGGER_BLOCK_NAME
 from app.clock import utcnow
-from app.errors import bad_input, not_found
+from app.errors import not_found
 from app.models import Node, Trigger, TriggerDelivery
 from app.services.graph_validation import parse_uuid
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.services.secret_box import secret_box
 from app.settings import Settings
 
@@ -140,12 +139,6 @@ async def list_deliveries(
     base = TriggerDelivery.filter(trigger_id__in=list(trigger_ids))
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = parse_uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(received_at__lt=cursor.created_at) | Q(received_at=cursor.created_at, id__lt=row_id)
-        )
+        query = query.filter(rows_after(after, time_field="received_at"))
     rows = await query.order_by("-received_at", "-id").limit(first + 1)
     return DeliveryPage(rows[:first], await base.count(), len(rows) > first)
