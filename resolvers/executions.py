@@ -124,6 +124,16 @@ class ExecutionMutations:
                 )
             ),
         ] = None,
+        max_credits: Annotated[
+            int | None,
+            strawberry.argument(
+                description=(
+                    'A budget: the run ends FAILED with "Budget exceeded" before the charge '
+                    "(its sub-graph runs' and run-time charges included) that would take it "
+                    "past this many credits; that charge is not made. Positive."
+                )
+            ),
+        ] = None,
     ) -> Execution:
         services = info.context.services
         row = await executions.execute_graph(
@@ -137,6 +147,7 @@ class ExecutionMutations:
             credentials_inputs,
             graph_source,
             preset_id=preset_id,
+            max_credits=max_credits,
         )
         return Execution.from_model(row)
 
