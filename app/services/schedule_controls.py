@@ -136,7 +136,7 @@ def upcoming_run_times(row: Schedule, count: int) -> list[datetime]:
         raise bad_input(f"count must be between 1 and {MAX_UPCOMING}", field="count")
     zone = schedule_zone(row.timezone)
     times: list[datetime] = []
-    due = row.next_run_at
+    due = None if row.is_paused else row.next_run_at
     while due is not None and len(times) < count:
         times.append(due.astimezone(zone))
         due = next_fire_time(row.cron, zone, due)

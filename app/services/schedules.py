@@ -178,7 +178,7 @@ async def delete_schedule(user_id: uuid.UUID, schedule_id: str) -> uuid.UUID:
 
 def next_run_time(schedule: Schedule) -> datetime | None:
     """`next_run_at` in the schedule's own zone, as clients are shown it."""
-    if schedule.next_run_at is None:
+    if schedule.next_run_at is None or schedule.is_paused:
         return None
     return schedule.next_run_at.astimezone(schedule_zone(schedule.timezone))
 
