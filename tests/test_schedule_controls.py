@@ -8,8 +8,8 @@ far ahead (2027) makes upcomingRunTimes start where a test needs it.
 from __future__ import annotations
 
 import uuid
-from itertools import pairwise
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest

@@ -105,7 +105,7 @@ async def run_node(run: GraphRun, row: NodeRow) -> None:
 async def _run(run: GraphRun, progress: NodeProgress) -> None:
     row, block = progress.row, progress.block
     try:
-        progress.charged = await run.charger.before(row, block)
+        progress.charged = await _charge_up_front(run, progress)
     except BudgetExceeded:
         # Nothing charged; the node shows why, and the whole run ends FAILED.
         await finish_even_if_cancelled(
@@ -145,6 +145,20 @@ async def _run(run: GraphRun, progress: NodeProgress) -> None:
     progress.charged += await run.charger.after(row, block, progress.seconds)
     progress.started = None  # charged: a stop now has nothing more to charge
     await finish_even_if_cancelled(run.complete(row, outputs, error, progress.charged))
+
+
+async def _charge_up_front(run: GraphRun, progress: NodeProgress) -> int:
+    """The up-front charge runs to its end even when the node is cancelled meanwhile
+    (a stop, or another node passing the run's budget), so the stop knows what it
+    charged and the node's row keeps it."""
+    charge = asyncio.ensure_future(run.charger.before(progress.row, progress.block))
+    try:
+        return await asyncio.shield(charge)
+    except asyncio.CancelledError:
+        await asyncio.wait([charge])
+        if not charge.cancelled() and charge.exception() is None:
+            progress.charged = charge.result()
+        raise
 
 
 async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
