@@ -10,8 +10,9 @@ import pytest
 
 from app.models import CreditTransaction, CreditTransactionType, Execution
 from tests.agent_helpers import LlmStack, llm_stack
-from tests.execution_helpers import wait_for_end
-from tests.graph_builders import create_graph, link, node
+from tests.conftest import TEST_ENV
+from tests.execution_helpers import OwnStack, wait_for_end, wait_for_node
+from tests.graph_builders import create_graph, link, node, node_ids
 
 ME = "{ me { credits } }"
 EXECUTE = """mutation($id: ID!, $inputs: JSON! = {}, $max: Int) {
@@ -157,3 +158,49 @@ async def test_the_budget_shows_on_the_execution(gql, user, worker):
     assert shown["execution"]["maxCredits"] == 50
     without = await run(gql, user, graph["id"], None)
     assert without["status"] == "COMPLETED"
+
+
+@pytest.fixture(scope="module")
+async def own_stack(database) -> AsyncIterator[OwnStack]:
+    own = OwnStack(TEST_ENV, "budget-crash")
+    await own.start()
+    try:
+        yield own
+    finally:
+        await own.stop()
+
+
+async def test_a_resumed_run_counts_what_it_was_charged_before_the_crash(own_stack, new_user):
+    """Worker A runs a 1 s Wait (charged 1) and dies while a 60 s Wait runs under a
+    budget of 4; worker B resumes the run from the ledger's count: 3 credits left,
+    so the long Wait is stopped after 3 s and the run was charged 4 in all."""
+    gql = own_stack.gql
+    user = new_user()
+    spec = {
+        "name": "crash under a budget",
+        "nodes": [
+            node("short", "Wait", input="x", seconds=1),
+            node("long", "Wait", seconds=60),
+        ],
+        "links": [link("short", "output", "long", "input")],
+    }
+    graph = await create_graph(gql, user, spec)
+    ids = node_ids(spec, graph)
+    before = await credits(gql, user)
+    first, second = own_stack.worker(), own_stack.worker()
+    await first.start()
+    try:
+        variables = {"id": graph["id"], "inputs": {}, "max": 4}
+        started = (await gql.ok(EXECUTE, variables, token=user.token))["executeGraph"]
+        await wait_for_node(gql, user, started["id"], ids["long"], {"RUNNING"})
+        first.kill()  # SIGKILL: no clean-up at all
+        await second.start()
+        done = await wait_for_end(gql, user, started["id"], timeout=60)
+    finally:
+        first.kill()
+        await second.stop()
+    assert f"resuming execution {started['id']}" in second.log()
+    assert done["status"] == "FAILED"
+    assert done["stats"]["error"].startswith("Budget exceeded")
+    assert before - await credits(gql, user) == 4
+    assert await usage_total([done["id"]]) == 4

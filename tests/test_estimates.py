@@ -12,6 +12,7 @@ import pytest
 from tests.agent_helpers import LlmStack, llm_stack
 from tests.execution_helpers import wait_for_end
 from tests.graph_builders import create_graph, echo_graph, link, node, node_ids
+from tests.test_api_keys import create_key
 
 ME = "{ me { credits } }"
 LINE = """nodeId blockId blockName graphId graphVersion depth fixedCredits perSecondCredits
@@ -220,4 +221,15 @@ async def test_a_large_graph_is_estimated(gql, user):
     graph = await create_graph(gql, user, spec)
     guess = await estimate(gql, user, graph["id"])
     assert len(guess["nodes"]) == count
+    assert guess["minCredits"] == guess["maxCredits"] == 0
+
+
+async def test_api_keys_need_execute_graph(gql, user):
+    graph = await create_graph(gql, user, echo_graph())
+    reader = (await create_key(gql, user, ["READ_GRAPH"]))["plainTextKey"]
+    variables = {"id": graph["id"], "inputs": {"text": "x"}}
+    error = await gql.error(ESTIMATE, variables, api_key=reader)
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    runner = (await create_key(gql, user, ["EXECUTE_GRAPH"]))["plainTextKey"]
+    guess = (await gql.ok(ESTIMATE, variables, api_key=runner))["estimateExecution"]
     assert guess["minCredits"] == guess["maxCredits"] == 0
