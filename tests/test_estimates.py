@@ -233,3 +233,47 @@ async def test_api_keys_need_execute_graph(gql, user):
     runner = (await create_key(gql, user, ["EXECUTE_GRAPH"]))["plainTextKey"]
     guess = (await gql.ok(ESTIMATE, variables, api_key=runner))["estimateExecution"]
     assert guess["minCredits"] == guess["maxCredits"] == 0
+
+
+async def test_sub_graphs_past_the_depth_bound_leave_the_maximum_open(gql, user):
+    """Seven graphs, each running the one before as a sub-graph: five levels are
+    estimated, the rest is noted, and the total has no maximum."""
+    graph = await create_graph(gql, user, wait_graph(seconds=1))
+    for level in range(7):
+        graph = await create_graph(
+            gql,
+            user,
+            {
+                "name": f"level {level}",
+                "nodes": [
+                    node("sub", "SubGraph", graph_id=graph["id"], graph_version=1, inputs={}),
+                ],
+                "links": [],
+            },
+        )
+    guess = await estimate(gql, user, graph["id"])
+    assert max(line["depth"] for line in guess["nodes"]) == 5
+    assert guess["maxCredits"] is None
+    assert any(line["note"] and "deeper" in line["note"] for line in guess["nodes"])
+
+
+async def test_a_wide_tree_of_sub_graphs_stops_at_the_line_bound(gql, user):
+    """A graph of 50 SubGraph nodes, each running a graph of 50 SubGraph nodes of a
+    third: 2,500 lines and more, cut at 2,000 with no maximum."""
+    leaf = await create_graph(gql, user, wait_graph(seconds=1))
+
+    def fan(child: dict) -> dict:
+        return {
+            "name": "fan",
+            "nodes": [
+                node(f"s{i}", "SubGraph", graph_id=child["id"], graph_version=1, inputs={})
+                for i in range(50)
+            ],
+            "links": [],
+        }
+
+    middle = await create_graph(gql, user, fan(leaf))
+    top = await create_graph(gql, user, fan(middle))
+    guess = await estimate(gql, user, top["id"])
+    assert len(guess["nodes"]) == 2000
+    assert guess["maxCredits"] is None
