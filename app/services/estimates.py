@@ -143,19 +143,35 @@ def _repeating(nodes: list[Node], links: list[Link]) -> set[uuid.UUID]:
     return repeating
 
 
+@dataclass
+class _Shape:
+    nodes: list[Node]
+    linked: dict[uuid.UUID, set[str]]  # node id -> its linked input pins
+    repeating: set[uuid.UUID]
+
+
 class _Walk:
     def __init__(self, user_id: uuid.UUID, estimate: Estimate) -> None:
         self.user_id = user_id
         self.estimate = estimate
+        # A graph version that many SubGraph nodes run is looked up and read once.
+        self.shapes: dict[int, _Shape] = {}
+        self.graphs: dict[tuple[str, int], Graph | None] = {}
+
+    async def shape(self, graph: Graph) -> _Shape:
+        if graph.id not in self.shapes:
+            nodes = await Node.filter(graph_id=graph.id).order_by("position", "id")
+            links = await Link.filter(graph_id=graph.id)
+            linked: dict[uuid.UUID, set[str]] = {}
+            for link in links:
+                linked.setdefault(link.sink_id, set()).add(link.sink_name)
+            self.shapes[graph.id] = _Shape(nodes, linked, _repeating(nodes, links))
+        return self.shapes[graph.id]
 
     async def graph(self, graph: Graph, inputs: dict[str, Any], depth: int, repeats: bool) -> None:
-        nodes = await Node.filter(graph_id=graph.id).order_by("position", "id")
-        links = await Link.filter(graph_id=graph.id)
-        linked: dict[uuid.UUID, set[str]] = {}
-        for link in links:
-            linked.setdefault(link.sink_id, set()).add(link.sink_name)
-        repeating = _repeating(nodes, links)
-        for node in nodes:
+        shape = await self.shape(graph)
+        linked, repeating = shape.linked, shape.repeating
+        for node in shape.nodes:
             if len(self.estimate.nodes) >= MAX_ESTIMATE_NODES:
                 self.estimate.incomplete = True
                 return
@@ -194,7 +210,10 @@ class _Walk:
         version = known.get("graph_version")
         child = None
         if isinstance(version, int) and not isinstance(version, bool):
-            child = await get_graph(self.user_id, str(known.get("graph_id")), version)
+            key = (str(known.get("graph_id")), version)
+            if key not in self.graphs:
+                self.graphs[key] = await get_graph(self.user_id, *key)
+            child = self.graphs[key]
         child_inputs = known.get("inputs")
         if child is None or not isinstance(child_inputs, dict):
             line.note = "its graph is not one you can run: the node will fail"
