@@ -399,3 +399,34 @@ async def test_api_keys_need_manage_schedules(gql, user):
     manager = (await create_key(gql, user, ["MANAGE_SCHEDULES"]))["plainTextKey"]
     paused = (await gql.ok(PAUSE, {"id": schedule["id"]}, api_key=manager))["pauseSchedule"]
     assert paused["isPaused"] is True
+
+
+async def test_a_list_of_schedules_shows_each_ones_own_history(gql, user):
+    """Three schedules with 0, 2 and 5 firings on record, read in one request (one
+    statement for all three first pages): each shows its own, newest first."""
+    graph = await create_graph(gql, user)
+    made = [await create_schedule(gql, user, graph["id"], name=f"s{i}") for i in range(3)]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for schedule, count in zip(made, (0, 2, 5), strict=True):
+        for hour in range(count):
+            await ScheduleFiring.create(
+                id=uuid.uuid4(),
+                schedule_id=schedule["id"],
+                due_at=start + timedelta(hours=hour),
+                fired_at=start + timedelta(hours=hour, seconds=1),
+                outcome="SKIPPED_NO_BALANCE",
+                reason=f"hour {hour}",
+            )
+    rows = (await gql.ok(HISTORY, {"first": 3}, token=user.token))["schedules"]
+    pages = {row["id"]: row["executions"] for row in rows}
+    for schedule, count in zip(made, (0, 2, 5), strict=True):
+        page = pages[schedule["id"]]
+        assert page["totalCount"] == count
+        assert [e["node"]["reason"] for e in page["edges"]] == [
+            f"hour {hour}" for hour in reversed(range(count))
+        ][:3]
+        assert page["pageInfo"]["hasNextPage"] is (count > 3)
+    rest = await history(
+        gql, user, made[2]["id"], first=3, after=pages[made[2]["id"]]["pageInfo"]["endCursor"]
+    )
+    assert [e["node"]["reason"] for e in rest["edges"]] == ["hour 1", "hour 0"]

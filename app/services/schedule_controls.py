@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -169,3 +171,37 @@ async def list_firings(schedule_id: uuid.UUID, first: int, after: str | None) ->
         )
     rows = await query.order_by("-due_at", "-id").limit(first + 1)
     return FiringPage(rows[:first], await base.count(), len(rows) > first)
+
+
+_PG_FIRST_PAGES = """
+SELECT id, schedule_id, due_at, fired_at, outcome, execution_id, reason, total FROM (
+  SELECT f.*, row_number() OVER (PARTITION BY schedule_id ORDER BY due_at DESC, id DESC) AS rank,
+    count(*) OVER (PARTITION BY schedule_id) AS total
+  FROM schedule_firings f WHERE schedule_id = ANY($1::uuid[])
+) ranked WHERE rank <= $2 ORDER BY schedule_id, due_at DESC, id DESC
+"""
+
+
+async def first_pages(schedule_ids: list[uuid.UUID], first: int) -> list[FiringPage]:
+    """The first page of each schedule's firings (a list of schedules asking for
+    their history): one statement on PostgreSQL, one per schedule elsewhere."""
+    check_page_size(first, MAX_FIRINGS_PAGE)
+    client = connections.get("default")
+    if client.capabilities.dialect != "postgres":
+        return [await list_firings(schedule_id, first, None) for schedule_id in schedule_ids]
+    async with client.acquire_connection() as conn:
+        rows = await conn.fetch(_PG_FIRST_PAGES, list(set(schedule_ids)), first + 1)
+    grouped: dict[uuid.UUID, list[ScheduleFiring]] = defaultdict(list)
+    totals: dict[uuid.UUID, int] = {}
+    for row in rows:
+        data = dict(row)
+        totals[data["schedule_id"]] = data.pop("total")
+        grouped[data["schedule_id"]].append(ScheduleFiring(**data))
+    return [
+        FiringPage(
+            grouped[schedule_id][:first],
+            totals.get(schedule_id, 0),
+            len(grouped[schedule_id]) > first,
+        )
+        for schedule_id in schedule_ids
+    ]

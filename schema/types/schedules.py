@@ -11,7 +11,9 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app import models
+from app.context import Info
 from app.services import schedule_controls
+from app.services.pagination import check_page_size
 from app.services.schedules import next_run_time
 from schema.types.pages import PageInfo
 
@@ -105,10 +107,16 @@ class Schedule:
     )
     async def executions(
         self,
+        info: Info,
         first: Annotated[int, strawberry.argument(description="1 to 100.")] = 25,
         after: str | None = None,
     ) -> ScheduleFiringConnection:
-        page = await schedule_controls.list_firings(uuid.UUID(str(self.id)), first, after)
+        schedule_id = uuid.UUID(str(self.id))
+        if after is None:
+            check_page_size(first, schedule_controls.MAX_FIRINGS_PAGE)
+            page = await info.context.loaders.schedule_firings.load((schedule_id, first))
+        else:
+            page = await schedule_controls.list_firings(schedule_id, first, after)
         edges = [
             ScheduleFiringEdge(cursor=page.cursor(f), node=ScheduleFiring.from_model(f))
             for f in page.firings
