@@ -11,9 +11,10 @@ from strawberry.types.nodes import SelectedField
 from app.context import Info
 from app.errors import AppError, ErrorCode
 from app.models import ApiKeyPermission, OnboardingStep, UserOnboarding
-from app.services import execution_sharing, executions, onboarding
+from app.services import estimates, execution_sharing, executions, onboarding
 from app.services.maker_secrets import masked
 from schema.permissions import CanExecuteGraph, CanReadExecution, SignedInUser
+from schema.types.estimates import ExecutionEstimate
 from schema.types.executions import (
     Execution,
     ExecutionConnection,
@@ -70,6 +71,25 @@ class ExecutionQueries:
                 )
         return Execution.from_model(row)
 
+    @strawberry.field(
+        permission_classes=[CanExecuteGraph],
+        description=(
+            "What a run of the graph version (the active one when left out) with these inputs "
+            "will cost: per node, in total, and as its recent runs really cost."
+        ),
+    )
+    async def estimate_execution(
+        self,
+        info: Info,
+        graph_id: strawberry.ID,
+        version: int | None = None,
+        inputs: JSON = {},  # noqa: B006
+    ) -> ExecutionEstimate:
+        estimate = await estimates.estimate_execution(
+            info.context.settings, await info.context.user_id(), graph_id, version, inputs
+        )
+        return ExecutionEstimate.from_estimate(estimate)
+
     @strawberry.field(description="No sign-in needed.")
     async def shared_execution(self, info: Info, share_token: str) -> SharedExecution | None:
         found = await info.context.loaders.shared_executions.load(share_token)
@@ -124,6 +144,16 @@ class ExecutionMutations:
                 )
             ),
         ] = None,
+        max_credits: Annotated[
+            int | None,
+            strawberry.argument(
+                description=(
+                    'A budget: the run ends FAILED with "Budget exceeded" before the charge '
+                    "(its sub-graph runs' and run-time charges included) that would take it "
+                    "past this many credits; that charge is not made. Positive."
+                )
+            ),
+        ] = None,
     ) -> Execution:
         services = info.context.services
         row = await executions.execute_graph(
@@ -137,6 +167,7 @@ class ExecutionMutations:
             credentials_inputs,
             graph_source,
             preset_id=preset_id,
+            max_credits=max_credits,
         )
         return Execution.from_model(row)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import execution_sharing, executions, maker_secrets
+from app.services import execution_sharing, executions, maker_secrets, schedule_controls
 from app.settings import get_settings
 
 
@@ -54,6 +54,22 @@ async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
     return [found[token] for token in tokens]
 
 
+async def _schedule_firings(
+    keys: list[tuple[uuid.UUID, int]],
+) -> list[schedule_controls.FiringPage]:
+    """First pages of firings, one statement per page size asked for."""
+    by_size: dict[int, list[uuid.UUID]] = defaultdict(list)
+    for schedule_id, first in keys:
+        by_size[first].append(schedule_id)
+    found = {}
+    for first, ids in by_size.items():
+        pages = await schedule_controls.first_pages(ids, first)
+        found.update(
+            {(schedule_id, first): page for schedule_id, page in zip(ids, pages, strict=True)}
+        )
+    return [found[key] for key in keys]
+
+
 @dataclass
 class Loaders:
     nodes: DataLoader[int, list[Node]] = field(
@@ -79,4 +95,9 @@ class Loaders:
     # Node executions change while a run goes on: never cached.
     node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
         default_factory=lambda: DataLoader(load_fn=_node_executions, cache=False)
+    )
+    # A list of schedules with their history: one statement, not one per schedule.
+    # Not cached (firings are added under a long-lived websocket context).
+    schedule_firings: DataLoader[tuple[uuid.UUID, int], schedule_controls.FiringPage] = field(
+        default_factory=lambda: DataLoader(load_fn=_schedule_firings, cache=False)
     )

@@ -1,12 +1,12 @@
-"""Schedules: create, list, delete (API keys need MANAGE_SCHEDULES)."""
+"""Schedules: create, list, pause, resume, update, delete (API keys need MANAGE_SCHEDULES)."""
 
 from __future__ import annotations
 
 import strawberry
 
 from app.context import Info
-from app.services import schedules
-from schema.inputs.schedules import ScheduleInput
+from app.services import schedule_controls, schedules
+from schema.inputs.schedules import ScheduleInput, ScheduleUpdateInput
 from schema.permissions import CanManageSchedules
 from schema.types.schedules import Schedule
 
@@ -35,6 +35,40 @@ class ScheduleMutations:
         row = await schedules.create_schedule(
             info.context.settings, await info.context.user_id(), input.to_spec()
         )
+        return Schedule.from_model(row)
+
+    @strawberry.mutation(
+        permission_classes=[CanManageSchedules],
+        description=(
+            "Changes a schedule; the result is checked like createSchedule's input and nothing "
+            "changes unless it passes. A new cron or time zone takes effect from now."
+        ),
+    )
+    async def update_schedule(
+        self, info: Info, id: strawberry.ID, input: ScheduleUpdateInput
+    ) -> Schedule:
+        row = await schedule_controls.update_schedule(
+            info.context.settings, await info.context.user_id(), id, input.to_changes()
+        )
+        return Schedule.from_model(row)
+
+    @strawberry.mutation(
+        permission_classes=[CanManageSchedules],
+        description="Stops a schedule firing until resumed (no effect when already paused).",
+    )
+    async def pause_schedule(self, info: Info, id: strawberry.ID) -> Schedule:
+        row = await schedule_controls.pause_schedule(await info.context.user_id(), id)
+        return Schedule.from_model(row)
+
+    @strawberry.mutation(
+        permission_classes=[CanManageSchedules],
+        description=(
+            "Fires again from the first cron time after now: due times missed while paused "
+            "are not fired (no effect when not paused)."
+        ),
+    )
+    async def resume_schedule(self, info: Info, id: strawberry.ID) -> Schedule:
+        row = await schedule_controls.resume_schedule(await info.context.user_id(), id)
         return Schedule.from_model(row)
 
     @strawberry.mutation(

@@ -32,7 +32,15 @@ from typing import NamedTuple
 from graphql import GraphQLList, GraphQLNonNull, GraphQLSchema, is_composite_type
 
 from app.errors import bad_input
-from app.services import credits, executions, graph_validation, graphs, store
+from app.services import (
+    credits,
+    estimates,
+    executions,
+    graph_validation,
+    graphs,
+    schedule_controls,
+    store,
+)
 from schema.document_outline import (
     MAX_NESTING,
     Field,
@@ -54,6 +62,8 @@ LIST_SIZES = {
     "GraphConnection.edges": 1,
     "ExecutionConnection.edges": 1,
     "CreditTransactionPage.transactions": 1,
+    "ScheduleFiringConnection.edges": 1,
+    "ExecutionEstimate.nodes": estimates.MAX_ESTIMATE_NODES,
     "Query.recommendedAgents": store.MAX_RECOMMENDED,
 }
 # The largest `first` each paged field accepts; what a variable `first` counts as.
@@ -61,6 +71,7 @@ PAGE_MAXIMA = {
     "Query.graphs": graphs.MAX_GRAPHS_PAGE,
     "Query.executions": executions.MAX_EXECUTIONS_PAGE,
     "Query.creditHistory": credits.MAX_HISTORY_PAGE,
+    "Schedule.executions": schedule_controls.MAX_FIRINGS_PAGE,
 }
 # More variables than this in one operation are refused: no real operation
 # has them, and validation's variable rules grow with their number.

@@ -106,6 +106,14 @@ class Block:
     # Credentials a run supplies by id (credentialsInputs), field name -> what it needs.
     # A graph's credentialsInputSchema joins these (app/blocks/credentials.py).
     credentials_fields: ClassVar[dict[str, CredentialsField]] = {}
+    # May yield more than one value on a pin per run, so the nodes below it may run
+    # more than once (ForEach); estimateExecution cannot bound what they cost.
+    yields_many: ClassVar[bool] = False
+
+    def run_seconds_range(self, input_data: Mapping[str, Any]) -> tuple[float, float | None]:
+        """How long a run takes given the inputs known before the run: (at least,
+        at most or None when unknown). Estimates of per-second costs use it."""
+        return 0.0, None
 
     def is_disabled(self, settings: Settings) -> bool:
         """Blocks that need an outside service are disabled when it is not configured."""

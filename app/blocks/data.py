@@ -182,6 +182,7 @@ class ForEach(Block):
         "node linked to them runs once per element. An empty collection yields nothing."
     )
     categories = (BlockCategory.DATA, BlockCategory.LOGIC)
+    yields_many = True
 
     class Input(BlockInput):
         items: AnyList | dict[str, Any] | str = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,11 @@ from app.blocks.base import (
     BlockRunContext,
 )
 
+MAX_WAIT_SECONDS = 3600
+# What a Wait's run time may exceed its `seconds` by (scheduling, a busy worker),
+# as estimateExecution assumes it.
+WAIT_OVERHEAD_SECONDS = 2.0
+
 
 class Wait(Block):
     id = uuid.UUID("bfe98523-7b87-4854-bf5a-a7aeefc94510")
@@ -32,10 +38,20 @@ class Wait(Block):
 
     class Input(BlockInput):
         input: Any = Field(default=None, description="The value to pass on after the wait.")
-        seconds: float = Field(ge=0, le=3600, description="How long to wait, 0 to 3600 seconds.")
+        seconds: float = Field(
+            ge=0, le=MAX_WAIT_SECONDS, description="How long to wait, 0 to 3600 seconds."
+        )
 
     class Output(BlockOutput):
         output: Any = Field(description="The input, after the wait.")
+
+    def run_seconds_range(self, input_data: Mapping[str, Any]) -> tuple[float, float | None]:
+        # The wait itself, plus what starting and finishing a node may add.
+        seconds = input_data.get("seconds")
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            if 0 <= seconds <= MAX_WAIT_SECONDS:
+                return float(seconds), float(seconds) + WAIT_OVERHEAD_SECONDS
+        return 0.0, MAX_WAIT_SECONDS + WAIT_OVERHEAD_SECONDS
 
     async def run(self, input: Input, context: BlockRunContext):
         # asyncio.sleep rather than a blocking sleep: cancelling the run stops the wait.

@@ -27,7 +27,7 @@ from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, Sto
 from app.models.library import LibraryGrant, StoreReview
 from app.models.notifications import EmailStatus, Notification
 from app.models.presets import Preset
-from app.models.schedules import Schedule
+from app.models.schedules import FiringOutcome, Schedule, ScheduleFiring
 from app.models.triggers import Trigger, TriggerDelivery, TriggerDeliveryStatus
 from app.models.users import (
     FeatureFlagOverride,
@@ -59,6 +59,7 @@ __models__ = [
     ProcessedStripeEvent,
     RefundRequest,
     Schedule,
+    ScheduleFiring,
     StoredCredentials,
     StoreListing,
     StoreListingVersion,
@@ -89,6 +90,7 @@ __all__ = [
     "Execution",
     "ExecutionStatus",
     "FeatureFlagOverride",
+    "FiringOutcome",
     "Graph",
     "GraphSource",
     "LibraryAgent",
@@ -105,6 +107,7 @@ __all__ = [
     "RefundRequest",
     "RefundRequestStatus",
     "Schedule",
+    "ScheduleFiring",
     "StoreListing",
     "StoreListingVersion",
     "StoreReview",

@@ -64,6 +64,9 @@ class Execution(Model):
     # Bumped by each runner that takes the execution over (workers/engine/ownership.py);
     # every write of a runner checks it still holds the number it got.
     runner_epoch = fields.BigIntField(default=0)
+    # executeGraph's maxCredits: the most this run (its sub-graph runs included) may
+    # be charged; set on the root execution only.
+    max_credits = fields.IntField(null=True)
 
     node_executions: fields.ReverseRelation["NodeExecution"]
 

@@ -96,7 +96,10 @@ async def execute_graph(
     source: GraphSource | None,
     preset_id: str | None = None,
     node_inputs: dict[str, dict[str, Any]] | None = None,
+    max_credits: int | None = None,
 ) -> Execution:
+    if max_credits is not None and max_credits <= 0:
+        raise bad_input("maxCredits must be a positive number of credits", field="maxCredits")
     # Presets, library agents and stored credentials (issue 16): app/services/run_requests.py.
     request = await run_requests.prepare(
         user_id, graph_id, version, inputs, credentials_inputs, preset_id
@@ -120,6 +123,7 @@ async def execute_graph(
         inputs=inputs,
         credentials_inputs=credentials_inputs,
         node_inputs=node_inputs,
+        max_credits=max_credits,
     )
     await publish_status(publisher, execution)
     await enqueue_run(settings, arq, execution.id)
@@ -184,6 +188,7 @@ def execution_snapshot(execution: Execution) -> dict[str, Any]:
         "error": execution.error,
         "shareToken": str(execution.share_token) if execution.share_token else None,
         "source": str(execution.source) if execution.source else None,
+        "maxCredits": execution.max_credits,
         "parentExecutionId": (
             str(execution.parent_execution_id)  # type: ignore[attr-defined]
             if execution.parent_execution_id  # type: ignore[attr-defined]

@@ -20,7 +20,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from arq import ArqRedis
@@ -30,10 +29,12 @@ from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
 from app.models import (
+    FiringOutcome,
     GraphSource,
     Node,
     OnboardingStep,
     Schedule,
+    ScheduleFiring,
     User,
 )
 from app.services import executions, onboarding, run_requests
@@ -61,6 +62,7 @@ class ScheduleSpec:
     credentials: Any = None
     timezone: str | None = None
     preset_id: str | None = None
+    max_credits: int | None = None
 
 
 async def _zone_name(user_id: uuid.UUID, requested: str | None) -> str:
@@ -83,18 +85,43 @@ def _object_or_error(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
-async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: ScheduleSpec) -> Schedule:
+@dataclass
+class ValidSchedule:
+    """A schedule's fields once every check passed (nothing stored yet)."""
+
+    graph_id: uuid.UUID
+    graph_version: int
+    name: str
+    cron: str
+    timezone: str
+    inputs: dict[str, Any]
+    credentials: dict[str, Any]
+    preset_id: uuid.UUID | None
+    next_run_at: datetime
+    max_credits: int | None
+
+
+def check_max_credits(value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise bad_input("maxCredits must be a positive number of credits", field="maxCredits")
+    return value
+
+
+async def validate_spec(
+    settings: Settings, user_id: uuid.UUID, spec: ScheduleSpec
+) -> ValidSchedule:
     """Checks everything before storing anything: input shape (BAD_USER_INPUT),
-    the graph version (NOT_FOUND), then the inputs against it (GRAPH_VALIDATION_FAILED)."""
+    the graph version (NOT_FOUND), then the inputs against it (GRAPH_VALIDATION_FAILED).
+    createSchedule and updateSchedule both go through here."""
     cron = parse_cron(spec.cron)
     name = spec.name.strip()
     if not name or len(name) > MAX_NAME:
         raise bad_input(f"name must be 1 to {MAX_NAME} characters", field="name")
     inputs = _object_or_error(spec.inputs, "inputs")
     credentials = _object_or_error(spec.credentials, "credentials")
+    max_credits = check_max_credits(spec.max_credits)
     zone_name = await _zone_name(user_id, spec.timezone)
-    now = utcnow()
-    next_run_at = next_fire_time(cron, schedule_zone(zone_name), now)
+    next_run_at = next_fire_time(cron, schedule_zone(zone_name), utcnow())
     if next_run_at is None:
         raise bad_input(f"cron {cron!r} never fires", field="cron")
 
@@ -108,10 +135,7 @@ async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: Schedule
     await run_requests.check_credentials(settings, user_id, request, nodes, validation)
     if not validation.valid:
         raise validation_error(validation)
-
-    schedule = await Schedule.create(
-        id=uuid.uuid4(),
-        user_id=user_id,
+    return ValidSchedule(
         graph_id=graph.graph_id,
         # Pinned: a schedule runs the version it was made for, also after newer saves.
         graph_version=graph.version,
@@ -123,7 +147,13 @@ async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: Schedule
         # A preset's own inputs keep applying as it changes; it runs the preset's version.
         preset_id=request.preset.id if request.preset else None,
         next_run_at=next_run_at,
+        max_credits=max_credits,
     )
+
+
+async def create_schedule(settings: Settings, user_id: uuid.UUID, spec: ScheduleSpec) -> Schedule:
+    valid = await validate_spec(settings, user_id, spec)
+    schedule = await Schedule.create(id=uuid.uuid4(), user_id=user_id, **vars(valid))
     await onboarding.complete_step(settings, user_id, OnboardingStep.SCHEDULE_AGENT)
     return schedule
 
@@ -148,24 +178,12 @@ async def delete_schedule(user_id: uuid.UUID, schedule_id: str) -> uuid.UUID:
 
 def next_run_time(schedule: Schedule) -> datetime | None:
     """`next_run_at` in the schedule's own zone, as clients are shown it."""
-    if schedule.next_run_at is None:
+    if schedule.next_run_at is None or schedule.is_paused:
         return None
     return schedule.next_run_at.astimezone(schedule_zone(schedule.timezone))
 
 
 # ------------------------------------------------------------------ firing
-
-
-class FiringOutcome(StrEnum):
-    FIRED = "FIRED"
-    # The owner's balance was ≤ 0: this due time is skipped, the schedule goes on.
-    SKIPPED_NO_BALANCE = "SKIPPED_NO_BALANCE"
-    # The inputs no longer validate (e.g. a block was disabled): skipped, goes on.
-    SKIPPED_INVALID = "SKIPPED_INVALID"
-    # The graph version is gone: the schedule can never fire again and is deleted.
-    GRAPH_GONE = "GRAPH_GONE"
-    # Another worker fired this due time first (only possible without row locks).
-    ALREADY_FIRED = "ALREADY_FIRED"
 
 
 _SKIPS = {
@@ -203,7 +221,8 @@ async def fire_next_due(
     firing: Firing | None = None
     try:
         async with in_transaction() as conn:
-            query = Schedule.filter(next_run_at__lte=now)
+            # A paused schedule has no next_run_at; is_paused guards rows paused by hand.
+            query = Schedule.filter(next_run_at__lte=now, is_paused=False)
             if attempted:
                 query = query.exclude(id__in=list(attempted))
             row = await (
@@ -230,12 +249,28 @@ async def fire_next_due(
                 changed = await claimed.update(**changes)
             if not changed:
                 raise _LostClaim
+            if firing.outcome is not FiringOutcome.GRAPH_GONE:
+                await _record(firing, conn)
     except _LostClaim:
         assert firing is not None
         firing.outcome, firing.execution_id = FiringOutcome.ALREADY_FIRED, None
         return firing
     await after_commit.run()
     return firing
+
+
+async def _record(firing: Firing, conn: Any) -> None:
+    """The firing's history row, in the firing's transaction (Schedule.executions)."""
+    await ScheduleFiring.create(
+        id=uuid.uuid4(),
+        schedule_id=firing.schedule_id,
+        due_at=firing.due_at,
+        fired_at=utcnow(),
+        outcome=firing.outcome,
+        execution_id=firing.execution_id,
+        reason=firing.detail,
+        using_db=conn,
+    )
 
 
 async def _run_as_owner(
@@ -259,6 +294,7 @@ async def _run_as_owner(
             row.credentials,
             GraphSource.SCHEDULE,
             preset_id=str(row.preset_id) if row.preset_id else None,  # type: ignore[attr-defined]
+            max_credits=row.max_credits,
         )
     except AppError as exc:
         firing.outcome = _SKIPS.get(exc.code, FiringOutcome.SKIPPED_INVALID)

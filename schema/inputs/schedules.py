@@ -3,6 +3,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 
+from app.services.schedule_controls import KEEP, ScheduleChanges
 from app.services.schedules import ScheduleSpec
 
 
@@ -29,6 +30,10 @@ class ScheduleInput:
             "and run the preset's graph version."
         ),
     )
+    max_credits: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Each run it starts gets this budget (executeGraph's maxCredits).",
+    )
 
     def to_spec(self) -> ScheduleSpec:
         return ScheduleSpec(
@@ -40,4 +45,37 @@ class ScheduleInput:
             credentials=_given(self.credentials),
             timezone=_given(self.timezone),
             preset_id=None if _given(self.preset_id) is None else str(self.preset_id),
+            max_credits=_given(self.max_credits),
+        )
+
+
+def _keep_unless_given(value):
+    # Left out or null: the field keeps its value.
+    return KEEP if value is strawberry.UNSET or value is None else value
+
+
+@strawberry.input(
+    description=(
+        "Fields left out (or null) keep their value, except maxCredits, which null clears. "
+        "The result is checked exactly like createSchedule's input."
+    )
+)
+class ScheduleUpdateInput:
+    name: str | None = strawberry.UNSET
+    cron: str | None = strawberry.UNSET
+    timezone: str | None = strawberry.UNSET
+    inputs: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="Replaces the schedule's inputs."
+    )
+    graph_version: int | None = strawberry.UNSET
+    max_credits: int | None = strawberry.UNSET
+
+    def to_changes(self) -> ScheduleChanges:
+        return ScheduleChanges(
+            name=_keep_unless_given(self.name),
+            cron=_keep_unless_given(self.cron),
+            timezone=_keep_unless_given(self.timezone),
+            inputs=_keep_unless_given(self.inputs),
+            graph_version=_keep_unless_given(self.graph_version),
+            max_credits=KEEP if self.max_credits is strawberry.UNSET else self.max_credits,
         )

@@ -111,6 +111,13 @@ class Execution:
     ended_at: datetime | None
     share_token: str | None
     source: GraphSource | None
+    max_credits: int | None = strawberry.field(
+        description=(
+            "The run's budget (executeGraph's maxCredits): it ends FAILED with "
+            '"Budget exceeded" before a charge, its sub-graph runs\' included, would pass it. '
+            "Null without one, and on sub-graph runs (they share their root's)."
+        )
+    )
     owner_id: strawberry.Private[uuid.UUID]
     stored_stats: strawberry.Private[dict | None]
     error: strawberry.Private[str | None]
@@ -165,6 +172,7 @@ class Execution:
             ended_at=row.ended_at,
             share_token=str(row.share_token) if row.share_token else None,
             source=row.source,
+            max_credits=row.max_credits,
             owner_id=row.user_id,  # type: ignore[attr-defined]
             stored_stats=row.stats,
             error=row.error,
@@ -184,6 +192,7 @@ class Execution:
             ended_at=_dt(d["endedAt"]),
             share_token=d["shareToken"],
             source=models.GraphSource(d["source"]) if d["source"] else None,
+            max_credits=d.get("maxCredits"),
             owner_id=uuid.UUID(d["userId"]),
             stored_stats=d["stats"],
             error=d["error"],

@@ -17,6 +17,7 @@ from app.blocks.costs import cost_after_run, cost_before_run
 from app.models import CreditTransactionType, Execution
 from app.services import ledger
 from workers.engine.context import EngineContext
+from workers.engine.credit_budget import CreditBudget
 from workers.engine.rows import NodeRow
 
 
@@ -30,17 +31,32 @@ def after_run_minimum(block: Block, input_data: dict[str, Any]) -> int:
 
 
 class Charger:
-    def __init__(self, engine: EngineContext, execution: Execution) -> None:
+    def __init__(
+        self, engine: EngineContext, execution: Execution, budget: CreditBudget | None = None
+    ) -> None:
         self.engine = engine
         self.execution = execution
         self.user_id = execution.user_id  # type: ignore[attr-defined]
+        # The run's maxCredits, shared with its sub-graph runs (credit_budget.py).
+        self.budget = budget
 
     async def before(self, row: NodeRow, block: Block) -> int:
-        """Reserve, then charge up front; INSUFFICIENT_CREDITS when not covered."""
+        """Reserve, then charge up front; INSUFFICIENT_CREDITS when not covered,
+        BudgetExceeded (nothing charged) when the run's budget cannot cover it."""
         minimum = after_run_minimum(block, row.input_data)
+        cost = cost_before_run(block.costs, row.input_data)
+        budget = self.budget
+        up_front = budget.take(row.id, str(row.id), cost, minimum) if budget else 0
+        try:
+            return await self._before(row, block, minimum, cost)
+        except BaseException:
+            if budget is not None:
+                budget.undo(row.id, up_front)
+            raise
+
+    async def _before(self, row: NodeRow, block: Block, minimum: int, cost: int) -> int:
         if minimum:
             await ledger.reserve(self.user_id, time_key(row), minimum, self.execution.id)
-        cost = cost_before_run(block.costs, row.input_data)
         if cost == 0:
             return 0
         try:
@@ -65,8 +81,14 @@ class Charger:
         return cost
 
     async def after(self, row: NodeRow, block: Block, seconds: float) -> int:
-        """The after-run cost of `seconds` of run time, releasing the reservation."""
+        """The after-run cost of `seconds` of run time, releasing the reservation
+        (within a budget: at most what the node held of it)."""
         cost = cost_after_run(block.costs, row.input_data, seconds)
+        if self.budget is not None:
+            if time_key(row) in self.budget.charged_keys:
+                self.budget.settle(row.id, 0)  # counted when the run was restored
+            else:
+                cost = self.budget.settle(row.id, cost)
         if cost == 0:
             if after_run_minimum(block, row.input_data):
                 await ledger.release(self.user_id, time_key(row))

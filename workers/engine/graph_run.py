@@ -32,6 +32,7 @@ from app.services.executions import publish_status
 from workers.engine.announce import Announcer
 from workers.engine.charging import Charger
 from workers.engine.context import EngineContext
+from workers.engine.credit_budget import CreditBudget
 from workers.engine.limits import RunBudget
 from workers.engine.node_run import INSUFFICIENT_CREDITS, NodeProgress, ended, run_node
 from workers.engine.ownership import Fence
@@ -52,6 +53,7 @@ class GraphRun:
         fence: Fence,
         ancestors: tuple[uuid.UUID, ...] = (),
         budget: RunBudget | None = None,
+        credit_budget: CreditBudget | None = None,
     ) -> None:
         self.engine = engine
         self.execution = execution
@@ -61,7 +63,9 @@ class GraphRun:
         self.ancestors = ancestors
         self.budget = budget or RunBudget(engine.settings.MAX_NODE_RUNS_PER_EXECUTION)
         self.events = Announcer(engine, execution.id, ancestors)
-        self.charger = Charger(engine, execution)
+        # maxCredits of the root execution, shared with every sub-graph run below it.
+        self.credit_budget = credit_budget
+        self.charger = Charger(engine, execution, credit_budget)
         # Completions are written one at a time, in the order they take this lock.
         self.lock = asyncio.Lock()
         self.ready: deque[NodeRow] = deque()
@@ -140,7 +144,12 @@ class GraphRun:
 
     def child(self, execution: Execution) -> GraphRun:
         return GraphRun(
-            self.engine, execution, self.fence, (self.execution.id, *self.ancestors), self.budget
+            self.engine,
+            execution,
+            self.fence,
+            (self.execution.id, *self.ancestors),
+            self.budget,
+            self.credit_budget,
         )
 
     async def run_child(self, execution: Execution) -> ExecutionStatus:

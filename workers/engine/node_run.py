@@ -29,6 +29,8 @@ from app.services.blocks import unexpected_block_error
 from app.services.credentials import node_credentials
 from app.storable import first_unstorable
 from app.transactions import finish_even_if_cancelled
+from workers.engine.charging import after_run_minimum
+from workers.engine.credit_budget import BUDGET_EXCEEDED, BudgetExceeded
 from workers.engine.limits import RunLimitReached
 from workers.engine.ownership import LostOwnership
 from workers.engine.rows import NodeRow
@@ -103,7 +105,13 @@ async def run_node(run: GraphRun, row: NodeRow) -> None:
 async def _run(run: GraphRun, progress: NodeProgress) -> None:
     row, block = progress.row, progress.block
     try:
-        progress.charged = await run.charger.before(row, block)
+        progress.charged = await _charge_up_front(run, progress)
+    except BudgetExceeded:
+        # Nothing charged; the node shows why, and the whole run ends FAILED.
+        await finish_even_if_cancelled(
+            run.complete(row, {ERROR_PIN: [BUDGET_EXCEEDED]}, BUDGET_EXCEEDED, 0)
+        )
+        raise
     except AppError as exc:
         if exc.code != ErrorCode.INSUFFICIENT_CREDITS:
             raise
@@ -115,7 +123,17 @@ async def _run(run: GraphRun, progress: NodeProgress) -> None:
     if not await finish_even_if_cancelled(run.mark_running(row, utcnow())):
         return  # ended meanwhile (a stop): nothing to run
     progress.started = time.monotonic()
-    error = await _run_block(run, progress)
+    try:
+        error = await _run_block(run, progress)
+    except BudgetExceeded:
+        # Its run time used up what the budget had: charged what the budget held for it.
+        progress.charged += await run.charger.after(row, block, progress.seconds)
+        progress.started = None
+        outputs = {**progress.outputs, ERROR_PIN: [BUDGET_EXCEEDED]}
+        await finish_even_if_cancelled(
+            run.complete(row, outputs, BUDGET_EXCEEDED, progress.charged)
+        )
+        raise
     outputs = progress.outputs
     if error is None and (unstorable := first_unstorable(outputs)) is not None:
         # e.g. a web page with U+0000: the database cannot keep it, so the node fails
@@ -127,6 +145,20 @@ async def _run(run: GraphRun, progress: NodeProgress) -> None:
     progress.charged += await run.charger.after(row, block, progress.seconds)
     progress.started = None  # charged: a stop now has nothing more to charge
     await finish_even_if_cancelled(run.complete(row, outputs, error, progress.charged))
+
+
+async def _charge_up_front(run: GraphRun, progress: NodeProgress) -> int:
+    """The up-front charge runs to its end even when the node is cancelled meanwhile
+    (a stop, or another node passing the run's budget), so the stop knows what it
+    charged and the node's row keeps it."""
+    charge = asyncio.ensure_future(run.charger.before(progress.row, progress.block))
+    try:
+        return await asyncio.shield(charge)
+    except asyncio.CancelledError:
+        await asyncio.wait([charge])
+        if not charge.cancelled() and charge.exception() is None:
+            progress.charged = charge.result()
+        raise
 
 
 async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
@@ -154,8 +186,13 @@ async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
             # (a BlockError when they were deleted since the run was validated).
             credentials=await node_credentials(run.engine.settings, execution, block),
         )
-        async for pin, value in block.run(typed, context):
-            progress.outputs.setdefault(pin, []).append(value)
+        work = _gather_outputs(block, typed, context, progress)
+        per_second = after_run_minimum(block, row.input_data)
+        budget = run.charger.budget
+        if budget is not None and per_second and progress.started is not None:
+            await budget.run_within(row.id, per_second, progress.started, work)
+        else:
+            await work
     except _NOT_THE_BLOCKS:
         raise
     except InvalidBlockInput as exc:
@@ -167,6 +204,13 @@ async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
     except Exception as exc:
         return unexpected_block_error(block, exc)
     return None
+
+
+async def _gather_outputs(
+    block: Block, typed: Any, context: BlockRunContext, progress: NodeProgress
+) -> None:
+    async for pin, value in block.run(typed, context):
+        progress.outputs.setdefault(pin, []).append(value)
 
 
 def ended(row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int) -> None:

@@ -21,6 +21,7 @@ from app.models import Execution, ExecutionStatus
 from app.services.executions import descendant_ids, stop_requested_key
 from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
+from workers.engine.credit_budget import CreditBudget
 from workers.engine.graph_run import GraphRun
 from workers.engine.limits import RunBudget, RunLimitReached
 from workers.engine.ownership import Fence, LostOwnership
@@ -55,9 +56,13 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
 
 async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
     execution = await Execution.get(id=fence.root_id)
-    used = await engine.store.row_count(await descendant_ids(execution.id))
+    family = await descendant_ids(execution.id)
+    used = await engine.store.row_count(family)
     budget = RunBudget(engine.settings.MAX_NODE_RUNS_PER_EXECUTION, used)
-    return GraphRun(engine, execution, fence, budget=budget)
+    credits = None
+    if execution.max_credits is not None:
+        credits = await CreditBudget.restore(execution.max_credits, family)
+    return GraphRun(engine, execution, fence, budget=budget, credit_budget=credits)
 
 
 async def _run_owned(ctx: dict[str, Any], engine: EngineContext, fence: Fence) -> str:
