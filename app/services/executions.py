@@ -17,7 +17,7 @@ from arq import ArqRedis
 from app.blocks.registry import get_block
 from app.clients.redis import arq_job_id, metrics_counter_key
 from app.clock import utcnow
-from app.errors import AppError, ErrorCode, not_found
+from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
 from app.models import (
     TERMINAL_STATUSES,
