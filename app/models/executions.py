@@ -64,6 +64,12 @@ class Execution(Model):
     # Bumped by each runner that takes the execution over (workers/engine/ownership.py);
     # every write of a runner checks it still holds the number it got.
     runner_epoch = fields.BigIntField(default=0)
+    # Fair concurrency (app/services/run_slots.py): set when the run is given one of
+    # its user's MAX_RUNNING_EXECUTIONS_PER_USER slots; a QUEUED run without it waits.
+    admitted_at = fields.DatetimeField(null=True)
+    # The arq queue of the deployment whose workers start it (its REDIS_PREFIX):
+    # deployments sharing one database never start each other's runs.
+    run_queue = fields.CharField(max_length=255, null=True)
 
     node_executions: fields.ReverseRelation["NodeExecution"]
 

@@ -19,6 +19,7 @@ from arq import Retry
 from app import log_context
 from app.models import Execution, ExecutionStatus
 from app.services.executions import descendant_ids, stop_requested_key
+from app.services.run_slots import RunSlots
 from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
 from workers.engine.graph_run import GraphRun
@@ -43,14 +44,26 @@ INTERNAL_ERROR = "Internal error: the run could not go on"
 async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
     log_context.start(execution_id=execution_id)
     engine: EngineContext = ctx["engine"]
+    slots = RunSlots(engine.settings, engine.redis)
+    # A run not yet started starts only once it is given one of its user's slots
+    # and no other user is owed one first (app/services/run_slots.py); else this
+    # job ends here, holding no worker, and the run waits QUEUED for a later job.
+    admission = await slots.admit(uuid.UUID(execution_id))
+    if not admission.go:
+        await slots.promote(admission.next_fair)
+        return "waiting"
+    await slots.promote()  # a free slot of another worker may take the next run
     try:
         async with engine.locks.hold(uuid.UUID(execution_id), engine.store.claim) as fence:
             if fence is None:
                 return "missing"
-            return await _run_owned(ctx, engine, fence)
+            ended = await _run_owned(ctx, engine, fence)
     except LostOwnership:
         log.warning("execution %s was taken over by another runner; stopping", execution_id)
         return "superseded"
+    # Its slot is free: the run owed it goes first.
+    await slots.promote()
+    return ended
 
 
 async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
