@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import execution_sharing, executions, maker_secrets
+from app.services import execution_sharing, executions, maker_secrets, run_slots
 from app.settings import get_settings
 
 
@@ -47,6 +47,11 @@ async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExec
     return [grouped[execution_id] for execution_id in execution_ids]
 
 
+async def _queue_positions(execution_ids: list[uuid.UUID]) -> list[int | None]:
+    positions = await run_slots.queue_positions(list(dict.fromkeys(execution_ids)))
+    return [positions.get(execution_id) for execution_id in execution_ids]
+
+
 async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
     found = {
         token: await execution_sharing.shared_execution(token) for token in dict.fromkeys(tokens)
@@ -79,4 +84,9 @@ class Loaders:
     # Node executions change while a run goes on: never cached.
     node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
         default_factory=lambda: DataLoader(load_fn=_node_executions, cache=False)
+    )
+    # A page of executions asks for its queued runs' places together; they change
+    # as runs start: never cached.
+    queue_positions: DataLoader[uuid.UUID, int | None] = field(
+        default_factory=lambda: DataLoader(load_fn=_queue_positions, cache=False)
     )

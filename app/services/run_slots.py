@@ -48,7 +48,8 @@ FRONT_MS = 86_400_000
 _sqlite_admissions = asyncio.Lock()
 
 # Runs holding a slot per user, and each user's waiting runs numbered oldest first;
-# waiting runs are ordered by (slots their user would hold, age): round-robin.
+# the waiting runs that fit under their user's cap, ordered by (slots their user
+# would then hold, age): round-robin between users, oldest first within one.
 _FAIREST = """
 WITH active AS (
   SELECT user_id, COUNT(*) AS n FROM executions
@@ -64,7 +65,7 @@ WITH active AS (
 )
 SELECT w.id AS id, w.user_id AS user_id, COALESCE(a.n, 0) AS active
 FROM waiting w LEFT JOIN active a ON a.user_id = w.user_id
-WHERE COALESCE(a.n, 0) < {cap}
+WHERE COALESCE(a.n, 0) + w.place <= {cap}
 ORDER BY COALESCE(a.n, 0) + w.place, w.created_at, w.id
 LIMIT {limit}
 """
@@ -174,9 +175,15 @@ class RunSlots:
                 # Its job runs here (a run from before run queues, or another
                 # deployment's sweep): this deployment starts it.
                 await Execution.filter(id=execution_id).using_db(conn).update(run_queue=self.queue)
-            fair = await _fairest(conn, self.queue, self.cap, 1)
+            fair = await _fairest(conn, self.queue, self.cap, self.cap)
             owed = fair[0] if fair else None
-            if owed is None or owed.user_id != row.user_id:  # type: ignore[attr-defined]
+            # It starts when it fits under its user's cap and every run owed a slot
+            # before it is its user's (they are admitted alongside, by their jobs).
+            ids = [candidate.execution_id for candidate in fair]
+            user_id = row.user_id  # type: ignore[attr-defined]
+            if execution_id not in ids or any(
+                candidate.user_id != user_id for candidate in fair[: ids.index(execution_id)]
+            ):
                 return Admission(False, owed)
             await (
                 Execution.filter(id=execution_id, admitted_at=None)
