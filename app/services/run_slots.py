@@ -137,29 +137,22 @@ class RunSlots:
         """The run's one job (its id follows from the execution id); False when it
         was already there. `front`: ahead of the queue's backlog."""
         job_id = run_job_id(self.settings, execution_id)
-        defer_until = None
-        if front:
-            score = int(utcnow().timestamp() * 1000) - FRONT_MS
-            defer_until = datetime.fromtimestamp(score / 1000, tz=utcnow().tzinfo)
         for _ in range(2):
             job = await self.redis.enqueue_job(
-                RUN_EXECUTION_JOB,
-                str(execution_id),
-                _job_id=job_id,
-                _queue_name=self.queue,
-                _defer_until=defer_until,
+                RUN_EXECUTION_JOB, str(execution_id), _job_id=job_id, _queue_name=self.queue
             )
-            if job is not None:
-                return True
-            if front and await self.redis.zadd(self.queue, {job_id: score}, xx=True, ch=True):
-                # It was waiting in the queue (or running): now at the front.
-                return False
-            if not front or await self.redis.exists(job_key_prefix + job_id):
-                return False
+            if job is not None or not front:
+                break
+            if await self.redis.exists(job_key_prefix + job_id):
+                break  # waiting in the queue (or running): moved below
             # Only the result of its last try is left (it found no free slot then):
             # a run owed a slot gets a job again.
             await self.redis.delete(result_key_prefix + job_id)
-        return False
+        if front:
+            # arq takes the lowest score first; XX: never re-adds a job that ended.
+            score = int(utcnow().timestamp() * 1000) - FRONT_MS
+            await self.redis.zadd(self.queue, {job_id: score}, xx=True)
+        return job is not None
 
     async def admit(self, execution_id: uuid.UUID) -> Admission:
         """Decides whether a QUEUED run not yet admitted may start now (see the
