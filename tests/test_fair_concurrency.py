@@ -213,3 +213,55 @@ async def test_a_worker_with_a_bad_cap_does_not_start(database):
     with pytest.raises(RuntimeError) as refused:
         await worker.start(timeout=30)
     assert "WORKER_MAX_RUNS" in str(refused.value)
+
+
+async def test_the_cap_on_sqlite(tmp_path, settings):
+    """SQLite (`make dev`, one worker): the same admission, under a lock of the process."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from tests.harness import ROOT, ApiServer, GraphQLClient, TestUser, WorkerProcess
+
+    env = {
+        **TEST_ENV,
+        "DATABASE_URL": f"sqlite://{tmp_path}/fair.sqlite3",
+        "REDIS_PREFIX": f"{TEST_ENV['REDIS_PREFIX']}fair-sqlite-{uuid.uuid4().hex[:8]}:",
+        "MAX_RUNNING_EXECUTIONS_PER_USER": "1",
+    }
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app.cli", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    api, worker = ApiServer(env), WorkerProcess(env)
+    await api.start()
+    gql = GraphQLClient(api.base_url)
+    try:
+        person = TestUser.fresh(settings)
+        await gql.ok("{ me { id } }", token=person.token)
+        graph = await create_graph(gql, person, waiting_graph(60))
+        runs = [(await execute(gql, person, graph["id"]))["id"] for _ in range(3)]
+        await worker.start()
+        await wait_for_status(gql, person, runs[0], {"RUNNING"})
+        later = [(await gql.ok(ONE, {"id": r}, token=person.token))["execution"] for r in runs[1:]]
+        assert [(run["status"], run["queuePosition"]) for run in later] == [
+            ("QUEUED", 1),
+            ("QUEUED", 2),
+        ]
+        await gql.ok(STOP, {"id": runs[0]}, token=person.token)
+        second = await wait_for_status(gql, person, runs[1], {"RUNNING"})
+        assert second["status"] == "RUNNING"
+        third = (await gql.ok(ONE, {"id": runs[2]}, token=person.token))["execution"]
+        assert (third["status"], third["queuePosition"]) == ("QUEUED", 1)
+        for execution_id in runs[1:]:
+            await gql.ok(STOP, {"id": execution_id}, token=person.token)
+            assert (await wait_for_end(gql, person, execution_id))["status"] == "TERMINATED"
+    finally:
+        await gql.aclose()
+        await worker.stop()
+        await api.stop()
