@@ -80,6 +80,8 @@ class Execution(Model):
             ("user_id", "graph_id", "created_at"),
             ("graph_id", "status"),
             ("status",),
+            # A deployment's runs waiting for a slot, per user, oldest first (run_slots.py).
+            ("run_queue", "status", "user_id", "created_at"),
         ]
 
 
