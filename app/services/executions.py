@@ -128,7 +128,7 @@ async def execute_graph(
     slots = RunSlots(settings, arq)
     await slots.enqueue(execution.id)
     # Ahead of a backlog of other users' jobs when it is owed the next slot.
-    await slots.promote()
+    await slots.nudge()
     await onboarding.record_run(settings, user_id, graph.graph_id, source)
     await run_requests.record_run(user_id, graph.graph_id)
     return execution
@@ -301,7 +301,7 @@ async def stop_execution(
         # No worker ends it, so /metrics counts it here (workers count the rest).
         await arq.hincrby(metrics_counter_key(settings), f"executions|{root.status}", 1)
         # It may have held a slot (admitted, not yet started): the next run is owed it.
-        await RunSlots(settings, arq).promote()
+        await RunSlots(settings, arq).nudge()
     await _wait_until_ended(execution)
     return execution
 

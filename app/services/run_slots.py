@@ -21,6 +21,7 @@ worker slot takes it next, not the backlog of whoever queued most.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from app.clock import utcnow
 from app.models import Execution, ExecutionStatus
 from app.settings import Settings
 from app.transactions import atomic
+
+log = logging.getLogger(__name__)
 
 RUN_EXECUTION_JOB = "run_execution"
 # The advisory lock every admission takes (PostgreSQL, transaction-scoped).
@@ -188,10 +191,8 @@ class RunSlots:
         return await _locked(work)
 
     async def next_fair(self) -> Candidate | None:
-        async def work(conn: Any) -> list[Candidate]:
-            return await _fairest(conn, self.queue, self.cap, 1)
-
-        fair = await _locked(work)
+        # A read: the admission that follows decides under the lock.
+        fair = await _fairest(connections.get("default"), self.queue, self.cap, 1)
         return fair[0] if fair else None
 
     async def promote(self, candidate: Candidate | None = None) -> uuid.UUID | None:
@@ -202,6 +203,15 @@ class RunSlots:
             return None
         await self.enqueue(candidate.execution_id, front=True)
         return candidate.execution_id
+
+    async def nudge(self, candidate: Candidate | None = None) -> None:
+        """`promote`, best effort: one lost to an error waits for the next (every
+        run job's decision, every run's end and stop, every submitted run, and the
+        sweep each minute promote)."""
+        try:
+            await self.promote(candidate)
+        except Exception:
+            log.warning("could not promote the next run", exc_info=True)
 
     async def requeue_stranded(self, before: datetime, since: datetime, limit: int) -> int:
         """Enqueues QUEUED top-level runs created between `since` and `before` that

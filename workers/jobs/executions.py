@@ -19,7 +19,7 @@ from arq import Retry
 from app import log_context
 from app.models import Execution, ExecutionStatus
 from app.services.executions import descendant_ids, stop_requested_key
-from app.services.run_slots import Candidate, RunSlots
+from app.services.run_slots import RunSlots
 from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
 from workers.engine.graph_run import GraphRun
@@ -55,9 +55,9 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
         log.warning("execution %s: admission failed", execution_id, exc_info=True)
         raise Retry(defer=min(RETRY_MAX_SECONDS, 2 ** (ctx.get("job_try", 1) - 1))) from None
     if not admission.go:
-        await _promote(slots, admission.next_fair)
+        await slots.nudge(admission.next_fair)
         return "waiting"
-    await _promote(slots)  # a free slot of another worker may take the next run
+    await slots.nudge()  # a free slot of another worker may take the next run
     try:
         async with engine.locks.hold(uuid.UUID(execution_id), engine.store.claim) as fence:
             if fence is None:
@@ -67,17 +67,8 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
         log.warning("execution %s was taken over by another runner; stopping", execution_id)
         return "superseded"
     # Its slot is free: the run owed it goes first.
-    await _promote(slots)
+    await slots.nudge()
     return ended
-
-
-async def _promote(slots: RunSlots, candidate: Candidate | None = None) -> None:
-    """Best effort: a promotion lost to an error waits for the next one (every
-    job's decision and every run's end promotes; the sweep too, each minute)."""
-    try:
-        await slots.promote(candidate)
-    except Exception:
-        log.warning("could not promote the next run", exc_info=True)
 
 
 async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
