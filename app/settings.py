@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     # and how many node executions one run (its sub-graph runs included) may make.
     MAX_SUBGRAPH_DEPTH: int = Field(default=10, ge=0)
     MAX_NODE_RUNS_PER_EXECUTION: int = Field(default=100_000, ge=1)
+    # Fair concurrency (app/services/run_slots.py): runs of one user that hold a slot
+    # (RUNNING, or admitted and starting) across all workers; the rest wait QUEUED.
+    MAX_RUNNING_EXECUTIONS_PER_USER: int = Field(default=25, ge=1)
+    # Top-level runs one worker process runs at a time (its run queue's arq max_jobs).
+    WORKER_MAX_RUNS: int = Field(default=10, ge=1)
     # Per client address, for requests without valid credentials (and
     # websocket handshakes without them), shared by all API processes.
     ANONYMOUS_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)

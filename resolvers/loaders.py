@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from strawberry.dataloader import DataLoader
 
 from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import execution_sharing, executions, maker_secrets, schedule_controls
+from app.services import (
+    execution_sharing,
+    executions,
+    maker_secrets,
+    run_slots,
+    schedule_controls,
+)
 from app.settings import get_settings
 
 
@@ -45,6 +51,11 @@ async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExec
     at_most = get_settings().MAX_NODE_RUNS_PER_EXECUTION
     grouped = await executions.node_executions(list(dict.fromkeys(execution_ids)), at_most)
     return [grouped[execution_id] for execution_id in execution_ids]
+
+
+async def _queue_positions(execution_ids: list[uuid.UUID]) -> list[int | None]:
+    positions = await run_slots.queue_positions(list(dict.fromkeys(execution_ids)))
+    return [positions.get(execution_id) for execution_id in execution_ids]
 
 
 async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
@@ -100,4 +111,9 @@ class Loaders:
     # Not cached (firings are added under a long-lived websocket context).
     schedule_firings: DataLoader[tuple[uuid.UUID, int], schedule_controls.FiringPage] = field(
         default_factory=lambda: DataLoader(load_fn=_schedule_firings, cache=False)
+    )
+    # A page of executions asks for its queued runs' places together; they change
+    # as runs start: never cached.
+    queue_positions: DataLoader[uuid.UUID, int | None] = field(
+        default_factory=lambda: DataLoader(load_fn=_queue_positions, cache=False)
     )

@@ -20,7 +20,6 @@ from workers.engine.store import RunStore
 from workers.engine.store_postgres import PostgresRunStore
 from workers.jobs.auto_top_up import auto_top_up
 from workers.jobs.blocks import execute_block
-from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events, prune_trigger_deliveries
 from workers.jobs.notifications import create_daily_summaries, sweep_notification_mail
@@ -28,6 +27,7 @@ from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.jobs.sweeps import start_sweeps, stop_sweeps
 from workers.lease import leased
 from workers.mail_lane import mail_functions, start_mail_lane, stop_mail_lane
+from workers.run_lane import run_function, start_run_lane, stop_run_lane
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     # one kind of job); the database claim makes several of them safe.
     ctx["scheduler"] = start_scheduler(ctx["engine"]) if settings.SCHEDULER_ENABLED else None
     ctx["mail_lane"] = start_mail_lane(settings)
+    ctx["run_lane"] = start_run_lane(ctx["engine"])
     log.info("worker started on queue %s", arq_queue_name(settings))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await stop_run_lane(ctx.get("run_lane"))
     await stop_mail_lane(ctx.get("mail_lane"))
     await stop_scheduler(ctx.get("scheduler"))
     await stop_sweeps(ctx.get("sweeps"))
@@ -77,10 +79,9 @@ def worker_settings() -> type:
 
     class WorkerSettings:
         functions = [
-            # Long runs are fine: liveness comes from the job's lease, not a timeout.
-            func(
-                leased(run_execution), timeout=24 * 3600, max_tries=RUN_MAX_TRIES, keep_result=3600
-            ),
+            # Runs have a queue of their own (workers/run_lane.py); here for jobs queued
+            # by processes from before it.
+            run_function(),
             # keep_result=0: a later drop below the threshold can ask again.
             func(leased(auto_top_up), timeout=120, keep_result=0),
             func(leased(prune_processed_stripe_events)),

@@ -28,6 +28,15 @@ def arq_mail_queue_name(settings: Settings) -> str:
     return f"{settings.REDIS_PREFIX}arq:mail-queue"
 
 
+def arq_run_queue_name(settings: Settings) -> str:
+    """Graph runs have a queue of their own (workers/run_lane.py), WORKER_MAX_RUNS a worker."""
+    return f"{settings.REDIS_PREFIX}arq:run-queue"
+
+
+def arq_run_health_check_key(settings: Settings) -> str:
+    return f"{settings.REDIS_PREFIX}arq:run-health-check"
+
+
 def arq_mail_health_check_key(settings: Settings) -> str:
     return f"{settings.REDIS_PREFIX}arq:mail-health-check"
 

@@ -67,6 +67,12 @@ class Execution(Model):
     # executeGraph's maxCredits: the most this run (its sub-graph runs included) may
     # be charged; set on the root execution only.
     max_credits = fields.IntField(null=True)
+    # Fair concurrency (app/services/run_slots.py): set when the run is given one of
+    # its user's MAX_RUNNING_EXECUTIONS_PER_USER slots; a QUEUED run without it waits.
+    admitted_at = fields.DatetimeField(null=True)
+    # The arq queue of the deployment whose workers start it (its REDIS_PREFIX):
+    # deployments sharing one database never start each other's runs.
+    run_queue = fields.CharField(max_length=255, null=True)
 
     node_executions: fields.ReverseRelation["NodeExecution"]
 
@@ -77,6 +83,8 @@ class Execution(Model):
             ("user_id", "graph_id", "created_at"),
             ("graph_id", "status"),
             ("status",),
+            # A deployment's runs waiting for a slot, per user, oldest first (run_slots.py).
+            ("run_queue", "status", "user_id", "created_at"),
         ]
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from tortoise import connections
 
-from app.clients.redis import arq_queue_name, metrics_counter_key
+from app.clients.redis import arq_queue_name, arq_run_queue_name, metrics_counter_key
 from app.metrics import REGISTRY, shared_metric_families
 from app.runtime import AppServices
 
@@ -73,7 +73,9 @@ async def metrics(request: Request) -> Response:
     try:
         raw = await services.redis.hgetall(metrics_counter_key(services.settings))
         counters = {k.decode(): int(v) for k, v in raw.items()}
+        # Runs have a queue of their own (workers/run_lane.py).
         depth = await services.redis.zcard(arq_queue_name(services.settings))
+        depth += await services.redis.zcard(arq_run_queue_name(services.settings))
         _shared_metrics.snapshot = (counters, depth)
     except Exception:
         log.warning("metrics: Redis unavailable, shared counters omitted")

@@ -15,7 +15,7 @@ from typing import Any
 from arq import ArqRedis
 
 from app.blocks.registry import get_block
-from app.clients.redis import arq_job_id, metrics_counter_key
+from app.clients.redis import arq_run_queue_name, metrics_counter_key
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
@@ -32,9 +32,10 @@ from app.services.execution_outputs import with_current_outputs
 from app.services.graph_validation import Validation, parse_uuid
 from app.services.graphs import validation_error
 from app.services.pagination import check_page_size, encode_cursor, rows_after
+from app.services.run_slots import RunSlots
+from app.services.run_slots import run_job_id as run_job_id
 from app.settings import Settings
 
-RUN_EXECUTION_JOB = "run_execution"
 MAX_EXECUTIONS_PAGE = 100
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -124,25 +125,23 @@ async def execute_graph(
         credentials_inputs=credentials_inputs,
         node_inputs=node_inputs,
         max_credits=max_credits,
+        run_queue=arq_run_queue_name(settings),
     )
     await publish_status(publisher, execution)
-    await enqueue_run(settings, arq, execution.id)
+    slots = RunSlots(settings, arq)
+    await slots.enqueue(execution.id)
+    # Ahead of a backlog of other users' jobs when it is owed the next slot.
+    await slots.nudge()
     await onboarding.record_run(settings, user_id, graph.graph_id, source)
     await run_requests.record_run(user_id, graph.graph_id)
     return execution
 
 
-def run_job_id(settings: Settings, execution_id: uuid.UUID | str) -> str:
-    return arq_job_id(settings, "run", execution_id)
-
-
 async def enqueue_run(settings: Settings, arq: ArqRedis, execution_id: uuid.UUID) -> bool:
     """One job per execution, its id made from the execution id: arq runs it once,
-    and again only to resume. False when the job was already there."""
-    job = await arq.enqueue_job(
-        RUN_EXECUTION_JOB, str(execution_id), _job_id=run_job_id(settings, execution_id)
-    )
-    return job is not None
+    and again only to resume (or to start it once it is owed a slot). False when
+    the job was already there."""
+    return await RunSlots(settings, arq).enqueue(execution_id)
 
 
 # A run whose job never reached the queue (its process died, or Redis failed,
@@ -156,19 +155,11 @@ async def requeue_stranded_runs(
     settings: Settings, arq: ArqRedis, now: datetime, limit: int = 100
 ) -> int:
     """Enqueues runs (of any source) left QUEUED without a job; returns how many were
-    new. Sub-graph runs are left alone: their parent's job runs them."""
-    rows = (
-        await Execution.filter(
-            status=ExecutionStatus.QUEUED,
-            parent_execution_id=None,
-            created_at__lt=now - STRANDED_AFTER,
-            created_at__gte=now - STRANDED_LOOKBACK,
-        )
-        .order_by("created_at")
-        .limit(limit)
-        .values_list("id", flat=True)
+    new. Sub-graph runs are left alone: their parent's job runs them; so are runs
+    waiting for a slot of a user at the cap (a slot that frees promotes them)."""
+    return await RunSlots(settings, arq).requeue_stranded(
+        now - STRANDED_AFTER, now - STRANDED_LOOKBACK, limit
     )
-    return sum([await enqueue_run(settings, arq, execution_id) for execution_id in rows])
 
 
 def execution_snapshot(execution: Execution) -> dict[str, Any]:
@@ -307,6 +298,8 @@ async def stop_execution(
         await publish_status(publisher, root)
         # No worker ends it, so /metrics counts it here (workers count the rest).
         await arq.hincrby(metrics_counter_key(settings), f"executions|{root.status}", 1)
+        # It may have held a slot (admitted, not yet started): the next run is owed it.
+        await RunSlots(settings, arq).nudge()
     await _wait_until_ended(execution)
     return execution
 

@@ -133,6 +133,18 @@ class Execution:
     def is_shared(self) -> bool:
         return self.share_token is not None
 
+    @strawberry.field(
+        description=(
+            "While QUEUED: this run's place among its owner's queued runs, oldest "
+            "first (1 = the next of them to start; they start in this order as the "
+            "owner's MAX_RUNNING_EXECUTIONS_PER_USER slots free). Null otherwise."
+        )
+    )
+    async def queue_position(self, info: Info) -> int | None:
+        if self.status != models.ExecutionStatus.QUEUED:
+            return None
+        return await info.context.loaders.queue_positions.load(uuid.UUID(str(self.id)))
+
     @strawberry.field
     async def node_executions(self, info: Info) -> list[NodeExecution]:
         rows = await info.context.loaders.node_executions.load(uuid.UUID(str(self.id)))

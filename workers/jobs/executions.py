@@ -19,6 +19,7 @@ from arq import Retry
 from app import log_context
 from app.models import Execution, ExecutionStatus
 from app.services.executions import descendant_ids, stop_requested_key
+from app.services.run_slots import RunSlots
 from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
 from workers.engine.credit_budget import CreditBudget
@@ -44,14 +45,31 @@ INTERNAL_ERROR = "Internal error: the run could not go on"
 async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
     log_context.start(execution_id=execution_id)
     engine: EngineContext = ctx["engine"]
+    slots = RunSlots(engine.settings, engine.redis)
+    # A run not yet started starts only once it is given one of its user's slots
+    # and no other user is owed one first (app/services/run_slots.py); else this
+    # job ends here, holding no worker, and the run waits QUEUED for a later job.
+    try:
+        admission = await slots.admit(uuid.UUID(execution_id))
+    except Exception:
+        # The database is away: the job runs again later, like after any error.
+        log.warning("execution %s: admission failed", execution_id, exc_info=True)
+        raise Retry(defer=min(RETRY_MAX_SECONDS, 2 ** (ctx.get("job_try", 1) - 1))) from None
+    if not admission.go:
+        await slots.nudge(admission.next_fair)
+        return "waiting"
+    await slots.nudge()  # a free slot of another worker may take the next run
     try:
         async with engine.locks.hold(uuid.UUID(execution_id), engine.store.claim) as fence:
             if fence is None:
                 return "missing"
-            return await _run_owned(ctx, engine, fence)
+            ended = await _run_owned(ctx, engine, fence)
     except LostOwnership:
         log.warning("execution %s was taken over by another runner; stopping", execution_id)
         return "superseded"
+    # Its slot is free: the run owed it goes first.
+    await slots.nudge()
+    return ended
 
 
 async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
