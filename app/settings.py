@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     # and how many node executions one run (its sub-graph runs included) may make.
     MAX_SUBGRAPH_DEPTH: int = Field(default=10, ge=0)
     MAX_NODE_RUNS_PER_EXECUTION: int = Field(default=100_000, ge=1)
+    # Human review: a node waiting for a person longer than this is rejected (expired).
+    REVIEW_TIMEOUT_HOURS: float = Field(default=72, gt=0)
     # Per client address, for requests without valid credentials (and
     # websocket handshakes without them), shared by all API processes.
     ANONYMOUS_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)

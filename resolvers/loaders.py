@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from strawberry.dataloader import DataLoader
 
-from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import execution_sharing, executions, maker_secrets
+from app.models import LibraryAgent, Link, Node, NodeExecution, NodeReview
+from app.services import execution_sharing, executions, maker_secrets, reviews
 from app.settings import get_settings
 
 
@@ -47,6 +47,11 @@ async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExec
     return [grouped[execution_id] for execution_id in execution_ids]
 
 
+async def _pending_reviews(execution_ids: list[uuid.UUID]) -> list[list[NodeReview]]:
+    grouped = await reviews.pending_reviews_of(list(dict.fromkeys(execution_ids)))
+    return [grouped[execution_id] for execution_id in execution_ids]
+
+
 async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
     found = {
         token: await execution_sharing.shared_execution(token) for token in dict.fromkeys(tokens)
@@ -79,4 +84,8 @@ class Loaders:
     # Node executions change while a run goes on: never cached.
     node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
         default_factory=lambda: DataLoader(load_fn=_node_executions, cache=False)
+    )
+    # Reviews are decided while a client watches: never cached.
+    pending_reviews: DataLoader[uuid.UUID, list[NodeReview]] = field(
+        default_factory=lambda: DataLoader(load_fn=_pending_reviews, cache=False)
     )

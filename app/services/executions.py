@@ -142,6 +142,20 @@ async def enqueue_run(settings: Settings, arq: ArqRedis, execution_id: uuid.UUID
     return job is not None
 
 
+async def enqueue_resume(
+    settings: Settings, arq: ArqRedis, execution_id: uuid.UUID, reason: str
+) -> bool:
+    """Another job for a run that no worker holds (it waits for a person, §7 human
+    review): its own id per `reason`, since the run's first job id stays taken while
+    arq keeps its result. Only the runner holding the execution's lock runs it."""
+    job = await arq.enqueue_job(
+        RUN_EXECUTION_JOB,
+        str(execution_id),
+        _job_id=arq_job_id(settings, "run", f"{execution_id}:{reason}"),
+    )
+    return job is not None
+
+
 # A run whose job never reached the queue (its process died, or Redis failed,
 # between storing the row and enqueueing) is still QUEUED after this long;
 # enqueueing it again is safe: the job id follows from the execution id.
@@ -286,7 +300,8 @@ async def stop_execution(
     execution_id: str,
 ) -> Execution | None:
     """Queued: never starts. Running: the worker cancels its node tasks and ends it
-    TERMINATED. Returns the execution, or None when it had already ended."""
+    TERMINATED. Waiting for review: a job ends it TERMINATED, its reviews cancelled.
+    Returns the execution, or None when it had already ended."""
     execution = await get_execution(user_id, execution_id)
     if execution is None:
         raise not_found("Execution")
@@ -304,6 +319,10 @@ async def stop_execution(
     stopped_before_start = await Execution.filter(id=root.id, status=ExecutionStatus.QUEUED).update(
         status=ExecutionStatus.TERMINATED, ended_at=now
     )
+    await root.refresh_from_db()  # after the flag: a run pausing later sees the flag itself
+    if root.status == ExecutionStatus.REVIEW:
+        # No worker holds a run that waits for review: a job ends it (it sees the flag).
+        await enqueue_resume(settings, arq, root.id, f"stop:{uuid.uuid4()}")
     if stopped_before_start:
         await root.refresh_from_db()
         await publish_status(publisher, root)
