@@ -42,6 +42,7 @@ class NodeReview(Model):
     kind = fields.CharEnumField(NodeReviewKind, max_length=16)
     status = fields.CharEnumField(NodeReviewStatus, max_length=16, default=NodeReviewStatus.PENDING)
     # What the person is shown: HumanReview's data, or a sensitive node's inputs.
+    # Boxed as {"value": ...} (see `box`), like reviewed_data.
     data = fields.JSONField(null=True)
     # HumanReview's message to the person.
     message = fields.TextField(null=True)
@@ -51,6 +52,20 @@ class NodeReview(Model):
     created_at = fields.DatetimeField()
     expires_at = fields.DatetimeField()
     decided_at = fields.DatetimeField(null=True)
+
+    @staticmethod
+    def box(value):
+        """A JSONField takes a bare string for JSON text to decode: any value goes in a box."""
+        return {"value": value}
+
+    @property
+    def shown(self):
+        return (self.data or {}).get("value")
+
+    @property
+    def edited(self):
+        """The approved data as edited; None: as shown."""
+        return (self.reviewed_data or {}).get("value")
 
     class Meta:
         table = "node_reviews"

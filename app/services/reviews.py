@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq import ArqRedis
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 
 from app.blocks.base import InvalidBlockInput
 from app.blocks.registry import get_block
@@ -68,9 +68,9 @@ def review_snapshot(review: NodeReview) -> dict[str, Any]:
         "blockId": str(review.block_id),
         "kind": str(review.kind),
         "status": str(review.status),
-        "data": review.data,
+        "data": review.shown,
         "message": review.message,
-        "reviewedData": review.reviewed_data,
+        "reviewedData": review.edited,
         "reviewMessage": review.review_message,
         "createdAt": iso(review.created_at),
         "expiresAt": iso(review.expires_at),
@@ -110,7 +110,7 @@ def _edited_data(review: NodeReview, data: Any) -> Any:
     # whole input must still be valid for the block.
     if not isinstance(data, dict):
         raise bad_input("data must be an object of input pin name to value", field="data")
-    merged = {**(review.data or {}), **data}
+    merged = {**(review.shown or {}), **data}
     block = get_block(review.block_id)
     if block is not None:
         try:
@@ -155,7 +155,8 @@ async def review_node(
             raise not_found("Node review")
         if review.status != NodeReviewStatus.PENDING:
             raise AppError(ErrorCode.CONFLICT, f"This node was already reviewed ({review.status})")
-        review.reviewed_data = _edited_data(review, data) if approve else None
+        edited = _edited_data(review, data) if approve else None
+        review.reviewed_data = None if edited is None else NodeReview.box(edited)
         review.status = NodeReviewStatus.APPROVED if approve else NodeReviewStatus.REJECTED
         review.review_message = message
         review.decided_at = utcnow()
@@ -254,7 +255,9 @@ def _pending(user_id: uuid.UUID) -> Any:
     return NodeReview.filter(
         user_id=user_id,
         status=NodeReviewStatus.PENDING,
-        root_execution_id__in=Execution.filter(user_id=user_id, is_deleted=False).values("id"),
+        root_execution_id__in=Subquery(
+            Execution.filter(user_id=user_id, is_deleted=False).values("id")
+        ),
     )
 
 

@@ -48,7 +48,7 @@ def rejection(decision: ReviewDecision) -> str:
 def decision_of(review: NodeReview) -> ReviewDecision:
     return ReviewDecision(
         approved=review.status == NodeReviewStatus.APPROVED,
-        data=review.reviewed_data,
+        data=review.edited,
         message=review.review_message,
     )
 
@@ -149,7 +149,7 @@ class RunReviews:
             block_id=row.block_id,
             kind=kind,
             status=NodeReviewStatus.PENDING,
-            data=data,
+            data=NodeReview.box(data),
             message=message,
             created_at=now,
             expires_at=now + timedelta(hours=run.engine.settings.REVIEW_TIMEOUT_HOURS),

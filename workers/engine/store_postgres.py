@@ -281,7 +281,7 @@ class PostgresRunStore(RunStore):
             review.node_id,
             review.block_id,
             str(review.kind),
-            dumps(review.data),
+            dumps(review.data),  # already boxed
             review.message,
             review.created_at,
             review.expires_at,
