@@ -452,3 +452,46 @@ async def test_blocks_say_which_are_sensitive(stack, user):
     assert {"HttpRequest", "ReadFile", "SubGraph"} <= sensitive
     assert block_by_name("LLMCall").sensitive
     assert "HumanReview" not in sensitive and "StoreValue" not in sensitive
+
+
+async def test_a_sub_graph_run_waits_inside_its_parent_and_resumes(stack, new_user, outside):
+    """Safe mode reaches into sub-graph runs: the SubGraph node waits first, then the
+    child's HttpRequest node; the parent waits with it and resumes the same child."""
+    gql = stack.gql
+    user = new_user()
+    await gql.ok("{ me { id } }", token=user.token)
+    child = await create_graph(gql, user, fetch_graph(outside, "/from-child"))
+    parent_spec = {
+        "name": "parent",
+        "nodes": [
+            node("sub", "SubGraph", graph_id=child["id"], graph_version=1, inputs={}),
+            node("out", "AgentOutput", name="final"),
+        ],
+        "links": [link("sub", "body", "out", "value")],
+    }
+    parent = await safe_graph(gql, user, parent_spec)
+    started = await execute(gql, user, parent["id"])
+    [outer] = (await wait_for_review(gql, user, started["id"]))["pendingReviews"]
+    assert outer["data"]["graph_id"] == child["id"]
+    await gql.ok(REVIEW, {"id": outer["id"], "approve": True}, token=user.token)
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        got = await gql.ok(EXECUTION_REVIEWS, {"id": started["id"]}, token=user.token)
+        pending = got["execution"]["pendingReviews"]
+        if got["execution"]["status"] == "REVIEW" and pending and pending[0]["id"] != outer["id"]:
+            break
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.05)
+    [inner] = pending
+    assert inner["kind"] == "SENSITIVE_NODE"
+    assert inner["data"]["url"] == _url(outside, "/from-child")
+    assert "/from-child" not in _Recorder.seen
+    listed = await gql.ok(PENDING, {}, token=user.token)
+    assert [e["node"]["id"] for e in listed["pendingReviews"]["edges"]] == [inner["id"]]
+
+    await gql.ok(REVIEW, {"id": inner["id"], "approve": True}, token=user.token)
+    done = await wait_for_end(gql, user, started["id"])
+    assert done["status"] == "COMPLETED", done
+    assert done["outputs"] == {"final": [{"path": "/from-child"}]}
+    assert _Recorder.seen.count("/from-child") == 1
