@@ -495,3 +495,86 @@ async def test_a_sub_graph_run_waits_inside_its_parent_and_resumes(stack, new_us
     assert done["status"] == "COMPLETED", done
     assert done["outputs"] == {"final": [{"path": "/from-child"}]}
     assert _Recorder.seen.count("/from-child") == 1
+
+
+async def test_the_expiry_job_rejects_reviews_past_the_timeout(database, new_user):
+    """The workers' expire_reviews job itself, on a stack whose timeout is about a
+    third of a second: enqueued until it finds the review due (no sleep stands in)."""
+    env = {**ENV, "REVIEW_TIMEOUT_HOURS": "0.0001"}
+    stack = OwnStack(env, "review-expiry")
+    await stack.start()
+    worker = stack.worker()
+    await worker.start()
+    user = new_user()
+    settings = get_settings().model_copy(update={"REDIS_PREFIX": stack.extra_env["REDIS_PREFIX"]})
+    redis = create_redis(settings)
+    try:
+        gql = stack.gql
+        await gql.ok("{ me { id } }", token=user.token)
+        graph = await create_graph(gql, user, REVIEWED_GRAPH)
+        started = await execute(gql, user, graph["id"], {"draft": "too late"})
+        await wait_for_review(gql, user, started["id"])
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            job = await redis.enqueue_job("expire_reviews", _job_id=f"expire-{uuid.uuid4()}")
+            if await job.result(timeout=30) == 1:
+                break
+            assert asyncio.get_running_loop().time() < deadline
+        done = await wait_for_end(gql, user, started["id"])
+    finally:
+        await redis.aclose()
+        await worker.stop()
+        await stack.stop()
+    assert done["status"] == "COMPLETED"
+    assert done["outputs"] == {"refused": ["Not reviewed within 0.0001 hours"]}
+
+
+async def test_many_reviews_of_one_run_decided_at_once(stack, new_user):
+    """A ForEach fans 40 items into one HumanReview node: 40 waiting runs of it,
+    decided concurrently (some while the run still goes on); each decision is
+    applied once and the run ends with all 40 answers."""
+    gql = stack.gql
+    user = new_user()
+    await gql.ok("{ me { id } }", token=user.token)
+    spec = {
+        "name": "fan out to a person",
+        "nodes": [
+            node("in", "AgentInput", name="items", type="array"),
+            node("each", "ForEach"),
+            node("ask", "HumanReview", message="ok?"),
+            node("yes", "AgentOutput", name="sent"),
+            node("no", "AgentOutput", name="refused"),
+        ],
+        "links": [
+            link("in", "result", "each", "items"),
+            link("each", "item", "ask", "data"),
+            link("ask", "approved", "yes", "value"),
+            link("ask", "rejected", "no", "value"),
+        ],
+    }
+    graph = await create_graph(gql, user, spec)
+    items = list(range(40))
+    started = await execute(gql, user, graph["id"], {"items": items})
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        got = await gql.ok(EXECUTION_REVIEWS, {"id": started["id"]}, token=user.token)
+        if len(got["execution"]["pendingReviews"]) == len(items):
+            break
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.05)
+    reviews = got["execution"]["pendingReviews"]
+
+    async def decide(review: dict) -> dict:
+        approve = review["data"] % 2 == 0
+        variables = {"id": review["id"], "approve": approve}
+        if not approve:
+            variables["message"] = f"odd {review['data']}"
+        return await gql.execute(REVIEW, variables, token=user.token)
+
+    answers = await asyncio.gather(*(decide(r) for r in reviews + reviews[:5]))
+    errors = [a["errors"][0]["extensions"]["code"] for a in answers if a.get("errors")]
+    assert errors == ["CONFLICT"] * 5
+    done = await wait_for_end(gql, user, started["id"], timeout=60)
+    assert done["status"] == "COMPLETED", done
+    assert sorted(done["outputs"]["sent"]) == [i for i in items if i % 2 == 0]
+    assert sorted(done["outputs"]["refused"]) == sorted(f"odd {i}" for i in items if i % 2)
