@@ -23,7 +23,7 @@ from app.clients.redis import create_redis
 from app.clock import utcnow
 from app.events import EventPublisher
 from app.models import CreditTransaction, NodeReview
-from app.services.reviews import ReviewServices, expire_reviews
+from app.services.reviews import ReviewServices, expire_reviews, requeue_decided_runs
 from app.settings import get_settings
 from tests.conftest import TEST_ENV
 from tests.execution_helpers import (
@@ -247,6 +247,8 @@ async def test_rejected_sensitive_node_fails_uncharged_and_twice_is_a_conflict(
     before = await credits(gql, user)
     started = await execute(gql, user, graph["id"])
     [review] = (await wait_for_review(gql, user, started["id"]))["pendingReviews"]
+    # Turning safe mode off now does not let an asked-about node through.
+    await gql.ok(SAFE_MODE, {"id": graph["id"], "on": False}, token=user.token)
     rejected = await gql.ok(
         REVIEW, {"id": review["id"], "approve": False, "message": "too risky"}, token=user.token
     )
@@ -578,3 +580,26 @@ async def test_many_reviews_of_one_run_decided_at_once(stack, new_user):
     assert done["status"] == "COMPLETED", done
     assert sorted(done["outputs"]["sent"]) == [i for i in items if i % 2 == 0]
     assert sorted(done["outputs"]["refused"]) == sorted(f"odd {i}" for i in items if i % 2)
+
+
+async def test_a_decision_whose_resume_job_was_lost_is_picked_up_by_the_sweep(stack, new_user):
+    """The decision committed but its process died before enqueueing the run: the
+    workers' sweep finds a REVIEW run with nothing pending and enqueues it."""
+    gql = stack.gql
+    user = new_user()
+    await gql.ok("{ me { id } }", token=user.token)
+    graph = await create_graph(gql, user, REVIEWED_GRAPH)
+    started = await execute(gql, user, graph["id"], {"draft": "lost"})
+    [review] = (await wait_for_review(gql, user, started["id"]))["pendingReviews"]
+    decided_at = utcnow() - timedelta(minutes=2)
+    await NodeReview.filter(id=review["id"]).update(status="APPROVED", decided_at=decided_at)
+    settings = get_settings().model_copy(update={"REDIS_PREFIX": stack.extra_env["REDIS_PREFIX"]})
+    redis = create_redis(settings)
+    try:
+        assert await requeue_decided_runs(settings, redis, utcnow()) == 1
+    finally:
+        await redis.aclose()
+    done = await wait_for_end(gql, user, started["id"])
+    assert done["status"] == "COMPLETED" and done["outputs"] == {"sent": ["lost"]}
+    listed = await gql.ok("{ executions(statuses: [REVIEW]) { totalCount } }", token=user.token)
+    assert listed["executions"]["totalCount"] == 0

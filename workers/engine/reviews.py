@@ -74,6 +74,8 @@ class RunReviews:
         # SubGraph rows (RUNNING) whose child run waits for a decision.
         self.waiting_children: dict[uuid.UUID, NodeRow] = {}
         self.decisions: dict[uuid.UUID, ReviewDecision] = {}
+        # What each decided review was for: it holds even if the setting changed since.
+        self.kinds: dict[uuid.UUID, NodeReviewKind] = {}
         self._pending: set[uuid.UUID] = set()
 
     @property
@@ -93,7 +95,11 @@ class RunReviews:
             if review.status == NodeReviewStatus.PENDING:
                 self._pending.add(review.id)
             elif review.status != NodeReviewStatus.CANCELLED:
-                self.decisions[review.id] = decision_of(review)
+                self._decided(review)
+
+    def _decided(self, review: NodeReview) -> None:
+        self.decisions[review.id] = decision_of(review)
+        self.kinds[review.id] = NodeReviewKind(review.kind)
 
     async def take(self, row: NodeRow) -> bool:
         """A REVIEW row found on resume: True when decided (it is QUEUED again, to run)."""
@@ -101,30 +107,27 @@ class RunReviews:
         if decision is None:
             self.waiting[row.id] = row
             return False
-        if decision.approved and decision.data is not None and self._edits_inputs(row):
+        edits_inputs = self.kinds[row.id] == NodeReviewKind.SENSITIVE_NODE
+        if decision.approved and decision.data is not None and edits_inputs:
             row.input_data = decision.data
         await self.run.store.take_reviewed(self.run.fence, row.id, row.input_data)
         row.status = ExecutionStatus.QUEUED
         return True
 
-    def _edits_inputs(self, row: NodeRow) -> bool:
-        block = self.run.topology.blocks[row.node_id]
-        return self.kind(block) == NodeReviewKind.SENSITIVE_NODE
-
     async def gate(self, row: NodeRow, block: Block) -> tuple[bool, ReviewDecision | None]:
         """Before a node is charged and run: (whether it runs now, the decision it runs with)."""
-        kind = self.kind(block)
-        if kind is None:
-            return True, None
         decision = self.decisions.get(row.id)
         if decision is None:
+            kind = self.kind(block)
+            if kind is None:
+                return True, None
             try:
                 block.validate_input(row.input_data)
             except InvalidBlockInput:
                 return True, None  # it fails as usual: nothing to ask anyone
             await self._ask(row, kind)
             return False, None
-        if kind == NodeReviewKind.SENSITIVE_NODE and not decision.approved:
+        if self.kinds[row.id] == NodeReviewKind.SENSITIVE_NODE and not decision.approved:
             error = rejection(decision)
             await finish_even_if_cancelled(self.run.complete(row, {ERROR_PIN: [error]}, error, 0))
             return False, None
@@ -174,7 +177,7 @@ class RunReviews:
             ):
                 if review.status == NodeReviewStatus.CANCELLED:
                     continue
-                self.decisions[review.id] = decision_of(review)
+                self._decided(review)
                 row = self.waiting.pop(review.id)
                 if await self.take(row):
                     ready.append(row)
