@@ -151,7 +151,7 @@ def worker_settings() -> type:
                 name=f"{settings.REDIS_PREFIX}cron:expire_reviews",
                 second={41},
                 unique=True,
-                run_at_startup=True,
+                run_at_startup=False,
                 timeout=300,
             ),
         ]
