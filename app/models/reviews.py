@@ -73,4 +73,5 @@ class NodeReview(Model):
             ("user_id", "status", "created_at"),
             ("status", "expires_at"),
             ("root_execution_id", "status"),
+            ("execution_id", "status"),
         ]

@@ -152,6 +152,7 @@ class GraphRun:
         )
         await self.events.snapshots(ended_rows)
         await ledger.release_execution_reservations(self.execution.id)
+        await self.reviews.load()  # a run stopped before it resumed knows none of them yet
         await self._finish(status, error)
 
     def child(self, execution: Execution) -> GraphRun:
@@ -273,8 +274,12 @@ class GraphRun:
                 self.fence, execution.id, (ExecutionStatus.QUEUED, ExecutionStatus.REVIEW), now, {}
             )
             await self.events.snapshots(ended_rows)
-        cancelled = await review_service.cancel_pending(execution.id, now)
-        await self.events.raw([dumps(review_service.review_event(r)).encode() for r in cancelled])
+        if self.reviews.any_asked:
+            # Ended while some nodes waited (a stop, credits out): their reviews close.
+            cancelled = await review_service.cancel_pending(execution.id, now)
+            await self.events.raw(
+                [dumps(review_service.review_event(r)).encode() for r in cancelled]
+            )
         if error is None and status == ExecutionStatus.FAILED:
             error = await self.store.first_error(execution.id) or "A node failed"
         execution.status = status

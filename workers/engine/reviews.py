@@ -79,6 +79,11 @@ class RunReviews:
         self._pending: set[uuid.UUID] = set()
 
     @property
+    def any_asked(self) -> bool:
+        """Whether this run has (or had) nodes waiting: only then can a review be open."""
+        return bool(self.waiting or self._pending or self.decisions)
+
+    @property
     def any_waiting(self) -> bool:
         return bool(self.waiting or self.waiting_children)
 
@@ -161,6 +166,7 @@ class RunReviews:
             return  # ended meanwhile (a stop)
         row.status = ExecutionStatus.REVIEW
         self.waiting[row.id] = row
+        self._pending.add(row.id)
         await run.events.rows([row])
         await run.events.raw([orjson.dumps(review_event(review), default=str)])
 
