@@ -597,7 +597,7 @@ async def test_a_decision_whose_resume_job_was_lost_is_picked_up_by_the_sweep(st
     settings = get_settings().model_copy(update={"REDIS_PREFIX": stack.extra_env["REDIS_PREFIX"]})
     redis = create_redis(settings)
     try:
-        assert await requeue_decided_runs(settings, redis, utcnow()) == 1
+        assert await requeue_decided_runs(settings, redis, utcnow()) >= 1
     finally:
         await redis.aclose()
     done = await wait_for_end(gql, user, started["id"])

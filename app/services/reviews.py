@@ -209,23 +209,28 @@ async def expire_reviews(services: ReviewServices, now: datetime, limit: int = 5
     return expired
 
 
-async def requeue_decided_runs(settings: Settings, arq: ArqRedis, now: datetime) -> int:
+async def requeue_decided_runs(
+    settings: Settings, arq: ArqRedis, now: datetime, limit: int = 100
+) -> int:
     """Runs in REVIEW with no review left PENDING (their resume job was lost between
-    the decision's commit and the enqueue): enqueue them again."""
-    waiting = await Execution.filter(
-        status=ExecutionStatus.REVIEW, parent_execution_id=None
-    ).values_list("id", flat=True)
-    requeued = 0
-    for execution_id in waiting:
-        reviews = NodeReview.filter(root_execution_id=execution_id)
-        if await reviews.filter(status=NodeReviewStatus.PENDING).exists():
-            continue
-        recent = await reviews.filter(decided_at__gt=now - DECIDED_STRANDED_AFTER).exists()
-        if recent:
-            continue
-        minute = now.strftime("%Y%m%d%H%M")
-        requeued += await enqueue_resume(settings, arq, execution_id, f"sweep:{minute}")
-    return requeued
+    the decision's commit and the enqueue): enqueue them again. One query, however
+    many runs wait."""
+    open_or_fresh = NodeReview.filter(
+        Q(status=NodeReviewStatus.PENDING) | Q(decided_at__gt=now - DECIDED_STRANDED_AFTER)
+    ).values("root_execution_id")
+    stranded = (
+        await Execution.filter(status=ExecutionStatus.REVIEW, parent_execution_id=None)
+        .exclude(id__in=Subquery(open_or_fresh))
+        .limit(limit)
+        .values_list("id", flat=True)
+    )
+    minute = now.strftime("%Y%m%d%H%M")
+    return sum(
+        [
+            await enqueue_resume(settings, arq, execution_id, f"sweep:{minute}")
+            for execution_id in stranded
+        ]
+    )
 
 
 async def cancel_pending(execution_id: uuid.UUID, now: datetime) -> list[NodeReview]:
