@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     MAX_RUNNING_EXECUTIONS_PER_USER: int = Field(default=25, ge=1)
     # Top-level runs one worker process runs at a time (its run queue's arq max_jobs).
     WORKER_MAX_RUNS: int = Field(default=10, ge=1)
+    # Human review: a node waiting for a person longer than this is rejected (expired).
+    REVIEW_TIMEOUT_HOURS: float = Field(default=72, gt=0)
     # Per client address, for requests without valid credentials (and
     # websocket handshakes without them), shared by all API processes.
     ANONYMOUS_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from strawberry.dataloader import DataLoader
 
-from app.models import LibraryAgent, Link, Node, NodeExecution
+from app.models import LibraryAgent, Link, Node, NodeExecution, NodeReview
 from app.services import (
     execution_sharing,
     executions,
     maker_secrets,
+    reviews,
     run_slots,
     schedule_controls,
 )
@@ -56,6 +57,11 @@ async def _node_executions(execution_ids: list[uuid.UUID]) -> list[list[NodeExec
 async def _queue_positions(execution_ids: list[uuid.UUID]) -> list[int | None]:
     positions = await run_slots.queue_positions(list(dict.fromkeys(execution_ids)))
     return [positions.get(execution_id) for execution_id in execution_ids]
+
+
+async def _pending_reviews(execution_ids: list[uuid.UUID]) -> list[list[NodeReview]]:
+    grouped = await reviews.pending_reviews_of(list(dict.fromkeys(execution_ids)))
+    return [grouped[execution_id] for execution_id in execution_ids]
 
 
 async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
@@ -116,4 +122,8 @@ class Loaders:
     # as runs start: never cached.
     queue_positions: DataLoader[uuid.UUID, int | None] = field(
         default_factory=lambda: DataLoader(load_fn=_queue_positions, cache=False)
+    )
+    # Reviews are decided while a client watches: never cached.
+    pending_reviews: DataLoader[uuid.UUID, list[NodeReview]] = field(
+        default_factory=lambda: DataLoader(load_fn=_pending_reviews, cache=False)
     )

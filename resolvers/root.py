@@ -25,6 +25,7 @@ from resolvers.notifications import (
 )
 from resolvers.onboarding import OnboardingMutations, OnboardingQueries
 from resolvers.presets import PresetMutations, PresetQueries
+from resolvers.reviews import ReviewMutations, ReviewQueries
 from resolvers.schedules import ScheduleMutations, ScheduleQueries
 from resolvers.subscriptions import Subscription as ExecutionSubscription
 from resolvers.triggers import TriggerMutations
@@ -56,6 +57,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         LibraryQueries,
         PresetQueries,
         CredentialsQueries,
+        ReviewQueries,
     ):
         pass
 
@@ -75,6 +77,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         PresetMutations,
         CredentialsMutations,
         TriggerMutations,
+        ReviewMutations,
     ):
         pass
 

@@ -19,13 +19,22 @@ from schema.types.executions import (
     NodeExecution,
     NodeExecutionEvent,
 )
+from schema.types.reviews import NodeReview, NodeReviewEvent
 
 
-def _to_graphql(event: Event, hidden: list[str]) -> ExecutionStatusEvent | NodeExecutionEvent:
+def _to_graphql(
+    event: Event, hidden: list[str]
+) -> ExecutionStatusEvent | NodeExecutionEvent | NodeReviewEvent:
     """`hidden`: what the graph's maker hides from this run's runner (a store agent)."""
     if event.kind == "execution":
         return ExecutionStatusEvent(
             seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
+        )
+    if event.kind == "review":
+        return NodeReviewEvent(
+            seq=event.seq,
+            execution_id=event.data["executionId"],
+            review=NodeReview.from_snapshot(event.data["review"]),
         )
     return NodeExecutionEvent(
         seq=event.seq,

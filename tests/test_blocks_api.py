@@ -43,6 +43,7 @@ EXPECTED = {
     "SubGraph",
     "LLMCall",
     "WebhookTrigger",
+    "HumanReview",
 }
 
 

@@ -72,6 +72,33 @@ async def test_runs_and_stops_on_sqlite(tmp_path, settings):
         done = await wait_for_end(gql, person, run["id"])
         assert [n["status"] for n in done["nodeExecutions"]] == ["TERMINATED"]
         assert done["stats"]["cost"] >= 1  # the stopped Wait paid for its seconds
+
+        # Human review: the run waits in REVIEW and resumes with the edited data.
+        asks = {
+            "name": "asks",
+            "nodes": [
+                node("ask", "HumanReview", data="draft", message="ok?"),
+                node("o", "AgentOutput", name="o"),
+            ],
+            "links": [link("ask", "approved", "o", "value")],
+        }
+        graph = await create_graph(gql, person, asks)
+        run = await execute(gql, person, graph["id"])
+        pending_query = "query($id: ID!) { execution(id: $id) { status pendingReviews { id } } }"
+        for _ in range(600):
+            got = (await gql.ok(pending_query, {"id": run["id"]}, token=person.token))["execution"]
+            if got["status"] == "REVIEW":
+                break
+            await asyncio.sleep(0.05)
+        [review] = got["pendingReviews"]
+        await gql.ok(
+            "mutation($id: ID!) { reviewNode(nodeExecutionId: $id, approve: true, "
+            'data: "final") { status } }',
+            {"id": review["id"]},
+            token=person.token,
+        )
+        done = await wait_for_end(gql, person, run["id"])
+        assert done["status"] == "COMPLETED" and done["outputs"] == {"o": ["final"]}, done
     finally:
         await gql.aclose()
         await worker.stop()

@@ -46,7 +46,7 @@ async def test_create_gives_new_ids_version_one_and_a_library_entry(gql, user):
     # StoreValue's output is static, so its links are too.
     static = {lk["sourceId"]: lk["isStatic"] for lk in graph["links"]}
     assert static[by_block["StoreValue"]] is True and static[by_block["AgentInput"]] is False
-    assert graph["settings"] == {"humanInTheLoopSafeMode": True}
+    assert graph["settings"] == {"humanInTheLoopSafeMode": False}
     onboarding = await gql.ok("{ onboarding { completedSteps } }", token=user.token)
     assert "BUILDER_SAVE_AGENT" in onboarding["onboarding"]["completedSteps"]
 

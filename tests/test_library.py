@@ -182,11 +182,11 @@ async def test_a_store_agent_is_read_only_and_keeps_its_makers_secrets(gql, new_
         "With a secret default"
     )
     # Settings are the user's own.
-    await gql.ok(SETTINGS, {"id": listed["id"], "on": False}, token=person.token)
+    await gql.ok(SETTINGS, {"id": listed["id"], "on": True}, token=person.token)
     theirs = (await gql.ok(GRAPH_SETTINGS, {"id": listed["id"]}, token=person.token))["graph"]
     makers = (await gql.ok(GRAPH_SETTINGS, {"id": listed["id"]}, token=maker.token))["graph"]
-    assert theirs["settings"] == {"humanInTheLoopSafeMode": False}
-    assert makers["settings"] == {"humanInTheLoopSafeMode": True}
+    assert theirs["settings"] == {"humanInTheLoopSafeMode": True}
+    assert makers["settings"] == {"humanInTheLoopSafeMode": False}
 
 
 NODE_EVENTS = """subscription($id: ID!, $after: Int) {

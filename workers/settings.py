@@ -23,6 +23,7 @@ from workers.jobs.blocks import execute_block
 from workers.jobs.files import delete_expired_files
 from workers.jobs.maintenance import prune_processed_stripe_events, prune_trigger_deliveries
 from workers.jobs.notifications import create_daily_summaries, sweep_notification_mail
+from workers.jobs.reviews import EXPIRE_REVIEWS_JOB, expire_due_reviews
 from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.jobs.sweeps import start_sweeps, stop_sweeps
 from workers.lease import leased
@@ -98,6 +99,7 @@ def worker_settings() -> type:
             func(leased(create_daily_summaries), timeout=600),
             func(leased(sweep_notification_mail), timeout=120),
             func(leased(prune_trigger_deliveries)),
+            func(leased(expire_due_reviews), name=EXPIRE_REVIEWS_JOB, timeout=300),
         ]
         # Cron job ids carry the prefix too (arq makes them from the name), so two
         # deployments on one Redis each run their own.
@@ -143,6 +145,15 @@ def worker_settings() -> type:
                 unique=True,
                 run_at_startup=True,
                 timeout=120,
+            ),
+            # Unanswered reviews end as rejected, within a minute of their expiry.
+            cron(
+                leased(expire_due_reviews),
+                name=f"{settings.REDIS_PREFIX}cron:expire_reviews",
+                second={41},
+                unique=True,
+                run_at_startup=False,
+                timeout=300,
             ),
         ]
         on_startup = startup

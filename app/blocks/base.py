@@ -83,10 +83,23 @@ class BlockRunContext:
     run_sub_graph: Any = None
     # This block's credentials fields -> the run's decrypted credentials for them.
     credentials: Mapping[str, CredentialsSecret] = field(default_factory=dict)
+    # A person's decision on this node run (set by the engine; HumanReview needs it).
+    review: ReviewDecision | None = None
 
     def secrets(self) -> list[str]:
         """What a block must never yield or report: its credentials' secrets."""
         return secret_forms(self.credentials.values())
+
+
+@dataclass(frozen=True)
+class ReviewDecision:
+    """What a person decided on a node run that waited for review."""
+
+    approved: bool
+    # The (possibly edited) data when approved; None: as shown.
+    data: Any = None
+    # The reviewer's message (the reason, when rejected).
+    message: str | None = None
 
 
 class BlockError(Exception):
@@ -114,6 +127,10 @@ class Block:
         """How long a run takes given the inputs known before the run: (at least,
         at most or None when unknown). Estimates of per-second costs use it."""
         return 0.0, None
+
+    # Reaches outside the run (network, files, other graphs, paid models): in a graph
+    # with humanInTheLoopSafeMode on, each of its node runs waits for a person first.
+    sensitive: ClassVar[bool] = False
 
     def is_disabled(self, settings: Settings) -> bool:
         """Blocks that need an outside service are disabled when it is not configured."""

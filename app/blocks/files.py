@@ -36,6 +36,7 @@ class ReadFile(Block):
         "its text, or its bytes as base64."
     )
     categories = (BlockCategory.INPUT, BlockCategory.DATA)
+    sensitive = True
 
     class Input(BlockInput):
         file: str = Field(description="The file's URI, as POST /api/files returned it.")

@@ -194,6 +194,7 @@ class HttpRequest(Block):
         "unless the server allows them."
     )
     categories = (BlockCategory.HTTP,)
+    sensitive = True
     costs = (BlockCost(amount=1),)
 
     class Input(BlockInput):

@@ -84,6 +84,7 @@ class LLMCall(Block):
         "reply, parsed as JSON when `json_response` is set, and the tokens it used."
     )
     categories = (BlockCategory.AI,)
+    sensitive = True
     costs = (
         *(
             BlockCost(amount=amount, filter={"model": model})

@@ -25,6 +25,7 @@ class SubGraph(Block):
         "of the same name. The child run's events and cost roll up to this execution."
     )
     categories = (BlockCategory.AGENT,)
+    sensitive = True
 
     class Input(BlockInput):
         graph_id: str = Field(description="The graph to run.")

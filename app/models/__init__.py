@@ -27,6 +27,7 @@ from app.models.graphs import Graph, LibraryAgent, Link, Node, StoreListing, Sto
 from app.models.library import LibraryGrant, StoreReview
 from app.models.notifications import EmailStatus, Notification
 from app.models.presets import Preset
+from app.models.reviews import NodeReview, NodeReviewKind, NodeReviewStatus
 from app.models.schedules import FiringOutcome, Schedule, ScheduleFiring
 from app.models.triggers import Trigger, TriggerDelivery, TriggerDeliveryStatus
 from app.models.users import (
@@ -53,6 +54,7 @@ __models__ = [
     Link,
     Node,
     NodeExecution,
+    NodeReview,
     Notification,
     NotificationPreferences,
     Preset,
@@ -98,6 +100,9 @@ __all__ = [
     "Link",
     "Node",
     "NodeExecution",
+    "NodeReview",
+    "NodeReviewKind",
+    "NodeReviewStatus",
     "Notification",
     "NotificationPreferences",
     "NotificationType",

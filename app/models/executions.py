@@ -13,6 +13,8 @@ class ExecutionStatus(StrEnum):
     COMPLETED = "COMPLETED"
     TERMINATED = "TERMINATED"
     FAILED = "FAILED"
+    # Waiting for a person (human review): no worker holds the run meanwhile.
+    REVIEW = "REVIEW"
 
 
 TERMINAL_STATUSES = frozenset(

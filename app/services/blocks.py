@@ -45,6 +45,7 @@ def describe_block(block: Block, settings: Settings) -> dict[str, Any]:
         "inputSchema": block.input_schema(),
         "outputSchema": block.output_schema(),
         "staticOutput": block.static_output,
+        "sensitive": block.sensitive,
         "disabled": block.is_disabled(settings),
         "costs": [
             {"amount": c.amount, "type": str(c.type), "filter": dict(c.filter)} for c in block.costs

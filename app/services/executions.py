@@ -15,7 +15,7 @@ from typing import Any
 from arq import ArqRedis
 
 from app.blocks.registry import get_block
-from app.clients.redis import arq_run_queue_name, metrics_counter_key
+from app.clients.redis import arq_job_id, arq_run_queue_name, metrics_counter_key
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input, not_found
 from app.events import EventPublisher
@@ -32,7 +32,7 @@ from app.services.execution_outputs import with_current_outputs
 from app.services.graph_validation import Validation, parse_uuid
 from app.services.graphs import validation_error
 from app.services.pagination import check_page_size, encode_cursor, rows_after
-from app.services.run_slots import RunSlots
+from app.services.run_slots import RUN_EXECUTION_JOB, RunSlots
 from app.services.run_slots import run_job_id as run_job_id
 from app.settings import Settings
 
@@ -142,6 +142,22 @@ async def enqueue_run(settings: Settings, arq: ArqRedis, execution_id: uuid.UUID
     and again only to resume (or to start it once it is owed a slot). False when
     the job was already there."""
     return await RunSlots(settings, arq).enqueue(execution_id)
+
+
+async def enqueue_resume(
+    settings: Settings, arq: ArqRedis, execution_id: uuid.UUID, reason: str
+) -> bool:
+    """Another job for a run that no worker holds (it waits for a person, §7 human
+    review): its own id per `reason`, since the run's first job id stays taken while
+    arq keeps its result. Only the runner holding the execution's lock runs it.
+    It starts without waiting for a slot: the run held one until it paused."""
+    job = await arq.enqueue_job(
+        RUN_EXECUTION_JOB,
+        str(execution_id),
+        _job_id=arq_job_id(settings, "run", f"{execution_id}:{reason}"),
+        _queue_name=arq_run_queue_name(settings),
+    )
+    return job is not None
 
 
 # A run whose job never reached the queue (its process died, or Redis failed,
@@ -275,7 +291,8 @@ async def stop_execution(
     execution_id: str,
 ) -> Execution | None:
     """Queued: never starts. Running: the worker cancels its node tasks and ends it
-    TERMINATED. Returns the execution, or None when it had already ended."""
+    TERMINATED. Waiting for review: a job ends it TERMINATED, its reviews cancelled.
+    Returns the execution, or None when it had already ended."""
     execution = await get_execution(user_id, execution_id)
     if execution is None:
         raise not_found("Execution")
@@ -293,6 +310,10 @@ async def stop_execution(
     stopped_before_start = await Execution.filter(id=root.id, status=ExecutionStatus.QUEUED).update(
         status=ExecutionStatus.TERMINATED, ended_at=now
     )
+    await root.refresh_from_db()  # after the flag: a run pausing later sees the flag itself
+    if root.status == ExecutionStatus.REVIEW:
+        # No worker holds a run that waits for review: a job ends it (it sees the flag).
+        await enqueue_resume(settings, arq, root.id, f"stop:{uuid.uuid4()}")
     if stopped_before_start:
         await root.refresh_from_db()
         await publish_status(publisher, root)

@@ -46,7 +46,9 @@ from app.services.graph_validation import (
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
 from app.settings import Settings
 
-DEFAULT_LIBRARY_SETTINGS = {"human_in_the_loop_safe_mode": True}
+# Safe mode is off unless the user turns it on: on, every run of a sensitive block
+# (HttpRequest, LLMCall, ReadFile, SubGraph) waits for a person (issue 15).
+DEFAULT_LIBRARY_SETTINGS = {"human_in_the_loop_safe_mode": False}
 MAX_GRAPHS_PAGE = 100
 
 

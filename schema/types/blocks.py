@@ -32,6 +32,12 @@ class Block:
     )
     disabled: bool
     costs: list[BlockCost]
+    sensitive: bool = strawberry.field(
+        description=(
+            "Reaches outside the run (network, files, other graphs, paid models): with the "
+            "graph's humanInTheLoopSafeMode on, each run of its nodes waits for approval."
+        )
+    )
 
     @classmethod
     def from_descriptor(cls, d: dict) -> Block:
@@ -50,6 +56,7 @@ class Block:
             output_schema=d["outputSchema"],
             static_output=d["staticOutput"],
             disabled=d["disabled"],
+            sensitive=d.get("sensitive", False),
             costs=[
                 BlockCost(
                     amount=c["amount"], type=DomainBlockCostType(c["type"]), filter=c["filter"]

@@ -14,6 +14,7 @@ from app.context import Info
 from app.services import feature_flags
 from app.services.maker_secrets import masked, masked_text
 from schema.types.graphs import GraphSource, PageInfo
+from schema.types.reviews import NodeReview, NodeReviewEvent
 
 ExecutionStatus = strawberry.enum(models.ExecutionStatus, name="ExecutionStatus")
 
@@ -151,6 +152,13 @@ class Execution:
         hidden = await self._hidden(info)
         return [NodeExecution.from_model(row, hidden) for row in rows]
 
+    @strawberry.field(
+        description="Its nodes (and its sub-graph runs' nodes) waiting for a person, oldest first."
+    )
+    async def pending_reviews(self, info: Info) -> list[NodeReview]:
+        rows = await info.context.loaders.pending_reviews.load(uuid.UUID(str(self.id)))
+        return [NodeReview.from_model(row) for row in rows]
+
     @strawberry.field
     async def stats(self, info: Info) -> ExecutionStats | None:
         stats = self.stored_stats
@@ -257,5 +265,6 @@ class NodeExecutionEvent:
 
 
 ExecutionEvent = Annotated[
-    ExecutionStatusEvent | NodeExecutionEvent, strawberry.union("ExecutionEvent")
+    ExecutionStatusEvent | NodeExecutionEvent | NodeReviewEvent,
+    strawberry.union("ExecutionEvent"),
 ]

@@ -86,7 +86,7 @@ class GraphSettings:
     @classmethod
     def from_dict(cls, graph_id: uuid.UUID | str, settings: dict) -> GraphSettings:
         return cls(
-            human_in_the_loop_safe_mode=bool(settings.get("human_in_the_loop_safe_mode", True)),
+            human_in_the_loop_safe_mode=bool(settings.get("human_in_the_loop_safe_mode", False)),
             id=strawberry.ID(str(graph_id)),
         )
 

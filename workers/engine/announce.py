@@ -34,6 +34,10 @@ class Announcer:
         counts = Counter({f"node_runs|{ExecutionStatus.TERMINATED}": ran} if ran else {})
         await self._send(bodies, counts)
 
+    async def raw(self, bodies: list[bytes]) -> None:
+        """Other events of this run (review events), bodies already JSON."""
+        await self._send(bodies, Counter())
+
     async def _send(self, bodies: list[bytes], counts: Counter) -> None:
         if not bodies and not counts:
             return

@@ -27,6 +27,7 @@ from app.clock import utcnow
 from app.events import EventReader
 from app.models import TERMINAL_STATUSES, Execution, ExecutionStatus
 from app.services import ledger
+from app.services import reviews as review_service
 from app.services.execution_outputs import execution_outputs
 from app.services.executions import publish_status
 from workers.engine.announce import Announcer
@@ -36,6 +37,7 @@ from workers.engine.credit_budget import CreditBudget
 from workers.engine.limits import RunBudget
 from workers.engine.node_run import INSUFFICIENT_CREDITS, NodeProgress, ended, run_node
 from workers.engine.ownership import Fence
+from workers.engine.reviews import RunReviews, safe_mode_of
 from workers.engine.routing import Routed, Router
 from workers.engine.rows import NodeRow
 from workers.engine.stats import execution_stats
@@ -80,6 +82,8 @@ class GraphRun:
         self.router: Router = None  # type: ignore[assignment]
         # Set once the run writes its end; a stop arriving after that lets it finish.
         self.finishing = False
+        # Nodes waiting for a person (workers/engine/reviews.py).
+        self.reviews = RunReviews(self)
 
     @property
     def depth(self) -> int:
@@ -98,18 +102,30 @@ class GraphRun:
         except BlockError as exc:
             return await self._finish(ExecutionStatus.FAILED, str(exc))
         self.router = Router(execution.id, self.topology, self.budget.take)
+        if not self.ancestors:
+            # Sub-graph runs take their root's setting (child()).
+            self.reviews.safe_mode = await safe_mode_of(execution.user_id, execution.graph_id)  # type: ignore[attr-defined]
         if execution.status == ExecutionStatus.QUEUED:
             if not await self._start():
                 return execution.status  # stopped before it could start
         else:
             await self._resume()
-        try:
-            await self._drive()
-        except BaseException:
-            # Cancelled (stop, shutdown) or an error outside any block: no node task
-            # may outlive the run; their rows stay as stored, to resume from.
-            await self._cancel_tasks()
-            raise
+        while True:
+            try:
+                await self._drive()
+            except BaseException:
+                # Cancelled (stop, shutdown) or an error outside any block: no node task
+                # may outlive the run; their rows stay as stored, to resume from.
+                await self._cancel_tasks()
+                raise
+            if self.out_of_credits or not self.reviews.any_waiting:
+                break
+            # Decided while this run went on: they run now; else the run waits.
+            decided = await self.reviews.take_decided()
+            if not decided:
+                return await self._pause()
+            await self._set_status(ExecutionStatus.RUNNING)
+            self.ready.extend(decided)
         status = ExecutionStatus.FAILED if self.failed else ExecutionStatus.COMPLETED
         return await self._finish(status, INSUFFICIENT_CREDITS if self.out_of_credits else None)
 
@@ -122,7 +138,7 @@ class GraphRun:
         await self._cancel_tasks()
         for child in await Execution.filter(
             parent_execution_id=self.execution.id,
-            status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING],
+            status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.REVIEW],
         ):
             await self.children.get(child.id, self.child(child)).terminate(status, error)
         await self.execution.refresh_from_db()
@@ -140,10 +156,11 @@ class GraphRun:
         )
         await self.events.snapshots(ended_rows)
         await ledger.release_execution_reservations(self.execution.id)
+        await self.reviews.load()  # a run stopped before it resumed knows none of them yet
         await self._finish(status, error)
 
     def child(self, execution: Execution) -> GraphRun:
-        return GraphRun(
+        child = GraphRun(
             self.engine,
             execution,
             self.fence,
@@ -151,6 +168,8 @@ class GraphRun:
             self.budget,
             self.credit_budget,
         )
+        child.reviews.safe_mode = self.reviews.safe_mode
+        return child
 
     async def run_child(self, execution: Execution) -> ExecutionStatus:
         child = self.children[execution.id] = self.child(execution)
@@ -194,9 +213,15 @@ class GraphRun:
 
     async def _resume(self) -> None:
         state = await self._restore_router()
-        self.ready.extend(
-            row for row in state.unfinished if row.status != ExecutionStatus.INCOMPLETE
-        )
+        await self.reviews.load()
+        for row in state.unfinished:
+            if row.status == ExecutionStatus.INCOMPLETE:
+                continue
+            if row.status == ExecutionStatus.REVIEW and not await self.reviews.take(row):
+                continue  # still waits for a person
+            self.ready.append(row)
+        if self.ready:
+            await self._set_status(ExecutionStatus.RUNNING)
         self.failed = state.failed
         log.info("resuming execution %s with %d node(s) to run", self.execution.id, len(self.ready))
 
@@ -210,6 +235,23 @@ class GraphRun:
             max(arrival, state.max_arrival),
         )
         return state
+
+    async def _set_status(self, status: ExecutionStatus) -> None:
+        """RUNNING again after waiting for review, or REVIEW: written, then announced."""
+        if self.execution.status == status:
+            return
+        await self.store.finish(self.fence, self.execution.id, {"status": str(status)})
+        self.execution.status = status
+        await publish_status(self.engine.publisher, self.execution)
+
+    async def _pause(self) -> ExecutionStatus:
+        """Only nodes waiting for a person are left: the job ends, the run waits in
+        REVIEW until a decision enqueues it again."""
+        if self.execution.status != ExecutionStatus.REVIEW:
+            await self._set_status(ExecutionStatus.REVIEW)
+            await self.engine.count("executions", ExecutionStatus.REVIEW)
+        log.info("execution %s waits for review", self.execution.id)
+        return ExecutionStatus.REVIEW
 
     async def _drive(self) -> None:
         limit = self.engine.node_concurrency
@@ -238,9 +280,15 @@ class GraphRun:
         if status != ExecutionStatus.TERMINATED:
             # Nodes never started because the run failed (credits ran out) end too.
             ended_rows = await self.store.end_unfinished(
-                self.fence, execution.id, (ExecutionStatus.QUEUED,), now, {}
+                self.fence, execution.id, (ExecutionStatus.QUEUED, ExecutionStatus.REVIEW), now, {}
             )
             await self.events.snapshots(ended_rows)
+        if self.reviews.any_asked:
+            # Ended while some nodes waited (a stop, credits out): their reviews close.
+            cancelled = await review_service.cancel_pending(execution.id, now)
+            await self.events.raw(
+                [dumps(review_service.review_event(r)).encode() for r in cancelled]
+            )
         if error is None and status == ExecutionStatus.FAILED:
             error = await self.store.first_error(execution.id) or "A node failed"
         execution.status = status

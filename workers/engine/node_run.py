@@ -21,7 +21,14 @@ import asyncpg
 import redis.exceptions
 from tortoise.exceptions import DBConnectionError
 
-from app.blocks.base import ERROR_PIN, Block, BlockError, BlockRunContext, InvalidBlockInput
+from app.blocks.base import (
+    ERROR_PIN,
+    Block,
+    BlockError,
+    BlockRunContext,
+    InvalidBlockInput,
+    ReviewDecision,
+)
 from app.clock import utcnow
 from app.errors import AppError, ErrorCode
 from app.models import ExecutionStatus
@@ -34,11 +41,11 @@ from workers.engine.credit_budget import BUDGET_EXCEEDED, BudgetExceeded
 from workers.engine.limits import RunLimitReached
 from workers.engine.ownership import LostOwnership
 from workers.engine.rows import NodeRow
-from workers.engine.subgraphs import SubGraphFailure, sub_graph_runner
+from workers.engine.subgraphs import ChildAwaitsReview, SubGraphFailure, sub_graph_runner
 
 INSUFFICIENT_CREDITS = "Insufficient credits"
 # Raised through the node to the job: none of them is the block's failure.
-_NOT_THE_BLOCKS = (RunLimitReached, LostOwnership, SubGraphFailure)
+_NOT_THE_BLOCKS = (RunLimitReached, LostOwnership, SubGraphFailure, ChildAwaitsReview)
 # Our own stores failing under a block (ReadFile reads the database): retried.
 _INFRASTRUCTURE = (
     DBConnectionError,
@@ -60,6 +67,7 @@ class GraphRun(Protocol):
     cancelled: dict[uuid.UUID, NodeProgress]
     out_of_credits: bool
     depth: int
+    reviews: Any
 
     async def mark_running(self, row: NodeRow, now: Any) -> bool: ...
 
@@ -81,6 +89,8 @@ class NodeProgress:
     outputs: dict[str, list[Any]] = field(default_factory=dict)
     # Set when the run was cancelled: the seconds it had run by then.
     stopped_after: float | None = None
+    # A person's decision, when the node waited for one (HumanReview reads it).
+    review: ReviewDecision | None = None
 
     @property
     def seconds(self) -> float:
@@ -94,6 +104,10 @@ async def run_node(run: GraphRun, row: NodeRow) -> None:
     progress = NodeProgress(row, block)
     try:
         await _run(run, progress)
+    except ChildAwaitsReview:
+        # Its sub-graph run waits for a person: the row stays RUNNING and the run
+        # waits with it; it runs again (re-attaching the child) after a decision.
+        run.reviews.child_waits(row)
     except asyncio.CancelledError:
         # Stopped or shut down: the row stays as stored (RUNNING re-runs on resume);
         # a stop charges and keeps what the progress says.
@@ -104,6 +118,9 @@ async def run_node(run: GraphRun, row: NodeRow) -> None:
 
 async def _run(run: GraphRun, progress: NodeProgress) -> None:
     row, block = progress.row, progress.block
+    go_on, progress.review = await run.reviews.gate(row, block)
+    if not go_on:
+        return  # waits for a person, or was rejected (uncharged)
     try:
         progress.charged = await _charge_up_front(run, progress)
     except BudgetExceeded:
@@ -185,6 +202,7 @@ async def _run_block(run: GraphRun, progress: NodeProgress) -> str | None:
             # The run's stored credentials for this block's fields, decrypted
             # (a BlockError when they were deleted since the run was validated).
             credentials=await node_credentials(run.engine.settings, execution, block),
+            review=progress.review,
         )
         work = _gather_outputs(block, typed, context, progress)
         per_second = after_run_minimum(block, row.input_data)

@@ -16,13 +16,19 @@ from typing import Any
 
 import orjson
 
-from app.models import Execution, ExecutionStatus, NodeExecution
+from app.models import Execution, ExecutionStatus, NodeExecution, NodeReview
 from app.transactions import atomic
 from workers.engine.ownership import Fence, LostOwnership
 from workers.engine.routing import Routed
 from workers.engine.rows import NodeRow
 
-UNFINISHED = (ExecutionStatus.INCOMPLETE, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+UNFINISHED = (
+    ExecutionStatus.INCOMPLETE,
+    ExecutionStatus.QUEUED,
+    ExecutionStatus.RUNNING,
+    # Waiting for a person (workers/engine/reviews.py).
+    ExecutionStatus.REVIEW,
+)
 
 
 class UnstorableOutput(Exception):
@@ -132,7 +138,9 @@ class RunStore:
         async def work(conn: Any) -> bool:
             await self._check(conn, fence)
             return bool(
-                await NodeExecution.filter(id=row_id, status__in=list(UNFINISHED[1:]))
+                await NodeExecution.filter(
+                    id=row_id, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]
+                )
                 .using_db(conn)
                 .update(status=ExecutionStatus.RUNNING, started_at=now)
             )
@@ -211,6 +219,40 @@ class RunStore:
             await Execution.filter(id=execution_id).using_db(conn).update(**changes)
 
         await atomic(work)
+
+    async def await_review(self, fence: Fence, review: NodeReview) -> bool:
+        """The node (about to run) waits for a person: its row goes REVIEW and its
+        review is stored, together. False when the row had ended meanwhile."""
+
+        async def work(conn: Any) -> bool:
+            await self._check(conn, fence)
+            moved = (
+                await NodeExecution.filter(
+                    id=review.id, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]
+                )
+                .using_db(conn)
+                .update(status=ExecutionStatus.REVIEW)
+            )
+            if moved and not await NodeReview.filter(id=review.id).using_db(conn).exists():
+                await review.save(using_db=conn, force_create=True)
+            return bool(moved)
+
+        return await atomic(work)
+
+    async def take_reviewed(
+        self, fence: Fence, row_id: uuid.UUID, input_data: dict[str, Any]
+    ) -> bool:
+        """A decided node leaves REVIEW for QUEUED, with the inputs it runs with."""
+
+        async def work(conn: Any) -> bool:
+            await self._check(conn, fence)
+            return bool(
+                await NodeExecution.filter(id=row_id, status=ExecutionStatus.REVIEW)
+                .using_db(conn)
+                .update(status=ExecutionStatus.QUEUED, input_data=input_data)
+            )
+
+        return await atomic(work)
 
     async def first_error(self, execution_id: uuid.UUID) -> str | None:
         first = (

@@ -261,6 +261,50 @@ class PostgresRunStore(RunStore):
         )
         _owned_or_lost(row["owned"], fence)
 
+    async def await_review(self, fence: Fence, review: Any) -> bool:
+        row = await _fetchrow(
+            f"WITH {_OWNER}, moved AS (UPDATE node_executions SET status = 'REVIEW' "
+            f"WHERE id = $3 AND status IN ('QUEUED', 'RUNNING') AND {_OWNED} RETURNING 1), "
+            "made AS (INSERT INTO node_reviews (id, user_id, execution_id, root_execution_id, "
+            "graph_id, graph_version, node_id, block_id, kind, status, data, message, "
+            "created_at, expires_at) SELECT $3, $4, $5, $1, $6, $7, $8, $9, $10, 'PENDING', "
+            "$11::jsonb, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM moved) "
+            "ON CONFLICT (id) DO NOTHING RETURNING 1) "
+            "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
+            fence.root_id,
+            fence.epoch,
+            review.id,
+            review.user_id,
+            review.execution_id,
+            review.graph_id,
+            review.graph_version,
+            review.node_id,
+            review.block_id,
+            str(review.kind),
+            dumps(review.data),  # already boxed
+            review.message,
+            review.created_at,
+            review.expires_at,
+        )
+        _owned_or_lost(row["owned"], fence)
+        return bool(row["moved"])
+
+    async def take_reviewed(
+        self, fence: Fence, row_id: uuid.UUID, input_data: dict[str, Any]
+    ) -> bool:
+        row = await _fetchrow(
+            f"WITH {_OWNER}, moved AS (UPDATE node_executions SET status = 'QUEUED', "
+            f"input_data = $4::jsonb WHERE id = $3 AND status = 'REVIEW' AND {_OWNED} "
+            "RETURNING 1) "
+            "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
+            fence.root_id,
+            fence.epoch,
+            row_id,
+            dumps(input_data),
+        )
+        _owned_or_lost(row["owned"], fence)
+        return bool(row["moved"])
+
     async def first_error(self, execution_id: uuid.UUID) -> str | None:
         row = await _fetchrow(
             "SELECT error FROM node_executions WHERE execution_id = $1 AND status = 'FAILED' "

@@ -31,6 +31,10 @@ class SubGraphFailure(Exception):
     retries and resumes, child included, instead of failing the SubGraph node."""
 
 
+class ChildAwaitsReview(Exception):
+    """The child run waits for a person: its SubGraph node waits with it (node_run.py)."""
+
+
 def sub_graph_runner(
     parent: Execution,
     row: NodeRow,
@@ -50,6 +54,8 @@ def sub_graph_runner(
             raise
         except Exception as exc:
             raise SubGraphFailure(f"sub-graph run {child.id} failed: {exc!r}") from exc
+        if status == ExecutionStatus.REVIEW:
+            raise ChildAwaitsReview(str(child.id))
         if status != ExecutionStatus.COMPLETED:
             reason = child.error or ""
             if reason.startswith("sub-graph run "):

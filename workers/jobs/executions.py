@@ -124,6 +124,10 @@ async def _run(engine: EngineContext, run: GraphRun) -> str:
     try:
         log.info("running execution %s (%s)", execution.id, execution.status)
         status = await run.run()
+        if status == ExecutionStatus.REVIEW and await _stop_requested(engine, execution.id):
+            # Stopped just as it began to wait (stopExecution saw it still running).
+            await finish_even_if_cancelled(run.terminate())
+            return "TERMINATED"
         log.info("execution %s ended %s", execution.id, status)
         return str(status)
     except asyncio.CancelledError:

@@ -11,6 +11,7 @@ from datetime import timedelta
 from app.clock import utcnow
 from app.services import ledger
 from app.services.executions import requeue_stranded_runs
+from app.services.reviews import requeue_decided_runs
 from app.services.run_slots import RunSlots
 from workers.engine.context import EngineContext
 
@@ -40,6 +41,9 @@ async def sweep_once(engine: EngineContext) -> None:
         log.warning("re-enqueued %d run(s) that never reached the queue", requeued)
     # Safety net for a promotion lost to an error (app/services/run_slots.py).
     await RunSlots(engine.settings, engine.redis).nudge()
+    resumed = await requeue_decided_runs(engine.settings, engine.redis, now)
+    if resumed:
+        log.warning("re-enqueued %d decided run(s) whose resume job was lost", resumed)
     released = await ledger.release_stale_reservations(now - STALE_RESERVATION_AGE)
     if released:
         log.warning("released %d credit(s) held by runs that never came back", released)
