@@ -263,3 +263,31 @@ async def test_concurrent_execute_block_waits_never_overspend(gql, new_user, wor
     # 1 was covered; it may go below zero only by the seconds it ran beyond that.
     assert await ledger.get_balance(person.id) == 1 - cost
     assert await ledger.get_available(person.id) == 1 - cost
+
+
+async def test_text_template_never_backtracks_on_hostile_formats(gql, user, worker):
+    """TextTemplate's own placeholder pattern backtracked cubically on an unclosed
+    "{{" followed by whitespace: 2,000 spaces held the worker's event loop for 35 s
+    (every run on it, its stops and its lease with it); 100,000 would take days."""
+    hostile = "{{" + " " * 100_000 + "x {{ name }} {{" + "\t" * 50_000
+    data = await gql.ok(
+        EXECUTE,
+        {"id": block_id("TextTemplate"), "input": {"format": hostile, "values": {"name": "A"}}},
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {
+        "output": ["{{" + " " * 100_000 + "x A {{" + "\t" * 50_000]
+    }
+    # Placeholders keep their meaning: spaces around keys, dotted paths.
+    data = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("TextTemplate"),
+            "input": {
+                "format": "{{a}}-{{ b.c }}-{{\nd\t}}",
+                "values": {"a": 1, "b": {"c": 2}, "d": 3},
+            },
+        },
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {"output": ["1-2-3"]}
