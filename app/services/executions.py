@@ -7,6 +7,7 @@ stores what they need, enqueues the job, and reads what they wrote.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +35,8 @@ from app.services.graph_validation import Validation, parse_uuid
 from app.services.graphs import validation_error
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RUN_EXECUTION_JOB = "run_execution"
 MAX_EXECUTIONS_PAGE = 100
@@ -124,8 +127,13 @@ async def execute_graph(
     )
     await publish_status(publisher, execution)
     await enqueue_run(settings, arq, execution.id)
-    await onboarding.record_run(settings, user_id, graph.graph_id, source)
-    await run_requests.record_run(user_id, graph.graph_id)
+    try:
+        await onboarding.record_run(settings, user_id, graph.graph_id, source)
+        await run_requests.record_run(user_id, graph.graph_id)
+    except Exception:
+        # The run is stored and queued: answering an error now would have the
+        # client start it again. Bookkeeping is not worth a second run.
+        log.exception("run %s started, but recording it for onboarding failed", execution.id)
     return execution
 
 
