@@ -291,3 +291,28 @@ async def test_text_template_never_backtracks_on_hostile_formats(gql, user, work
         token=user.token,
     )
     assert data["executeBlock"]["outputs"] == {"output": ["1-2-3"]}
+
+
+async def test_patterns_whose_counted_repeats_unroll_too_far_are_refused(gql, user, worker):
+    """The match has a time limit, but compiling did not: `regex` unrolls counted
+    repeats on the worker's event loop, and four nested {50} took 7 s (five: minutes
+    and gigabytes). Such a pattern fails its node with a clear error, in both blocks
+    that take one; ordinary counted repeats still work."""
+    nested = "(?:(?:(?:(?:a{50}){50}){50}){50})"
+    for block, pin in (("MatchTextPattern", "match"), ("ExtractText", "pattern")):
+        data = await gql.ok(
+            EXECUTE,
+            {"id": block_id(block), "input": {"text": "aaaa", pin: nested}},
+            token=user.token,
+        )
+        [error] = data["executeBlock"]["outputs"]["error"]
+        assert "is too large" in error and "100,000" in error, error
+    found = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("ExtractText"),
+            "input": {"text": "id 2024-12-03!", "pattern": r"(\d{4}-\d{2}-\d{2})", "group": 1},
+        },
+        token=user.token,
+    )
+    assert found["executeBlock"]["outputs"] == {"positive": ["2024-12-03"]}
