@@ -316,3 +316,40 @@ async def test_patterns_whose_counted_repeats_unroll_too_far_are_refused(gql, us
         token=user.token,
     )
     assert found["executeBlock"]["outputs"] == {"positive": ["2024-12-03"]}
+
+
+async def test_text_blocks_refuse_to_multiply_their_inputs_past_a_bound(gql, user, worker):
+    """A 100 KB value named by 2,000 placeholders is 200 MB of text (the same
+    request with 100x more is 20 GB, and the worker that builds it, then every worker
+    that resumes the run, runs out of memory). Past 10,000,000 characters the node
+    fails with a clear error instead; JoinText's delimiter multiplies the same way."""
+    value = "x" * 100_000
+    data = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("TextTemplate"),
+            "input": {"format": "{{ v }}" * 2_000, "values": {"v": value}},
+        },
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {
+        "error": ["the filled text would be longer than 10,000,000 characters"]
+    }
+    data = await gql.ok(
+        EXECUTE,
+        {"id": block_id("JoinText"), "input": {"input": [1] * 2_000, "delimiter": value}},
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {
+        "error": ["the joined text would be longer than 10,000,000 characters"]
+    }
+    # Up to the bound, both build their text.
+    data = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("TextTemplate"),
+            "input": {"format": "<{{v}}>" * 20, "values": {"v": value}},
+        },
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {"output": [f"<{value}>" * 20]}
