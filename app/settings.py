@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     # and how many node executions one run (its sub-graph runs included) may make.
     MAX_SUBGRAPH_DEPTH: int = Field(default=10, ge=0)
     MAX_NODE_RUNS_PER_EXECUTION: int = Field(default=100_000, ge=1)
+    # Characters of JSON one node run may yield (its outputs together); past it the
+    # node fails (blocks that copy their inputs double a value per step).
+    MAX_NODE_OUTPUT_CHARS: int = Field(default=64 * 1024 * 1024, ge=1000)
     # Per client address, for requests without valid credentials (and
     # websocket handshakes without them), shared by all API processes.
     ANONYMOUS_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)
