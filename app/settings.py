@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     WORKER_MAX_RUNS: int = Field(default=10, ge=1)
     # Human review: a node waiting for a person longer than this is rejected (expired).
     REVIEW_TIMEOUT_HOURS: float = Field(default=72, gt=0)
+    # Characters of JSON one node run may yield (its outputs together); past it the
+    # node fails (blocks that copy their inputs double a value per step).
+    MAX_NODE_OUTPUT_CHARS: int = Field(default=64 * 1024 * 1024, ge=1000)
     # Per client address, for requests without valid credentials (and
     # websocket handshakes without them), shared by all API processes.
     ANONYMOUS_RATE_LIMIT_PER_MINUTE: int = Field(default=60, ge=1)

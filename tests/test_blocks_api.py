@@ -230,15 +230,15 @@ async def test_execute_block_runs_on_a_worker_while_the_api_keeps_answering(api,
 
 
 async def test_execute_block_never_returns_raw_exception_text(gql, user, worker):
-    """A port past 65535 makes the resolver raise OverflowError inside HttpRequest;
-    its text used to reach the client."""
+    """A header value outside ASCII makes httpx raise UnicodeEncodeError inside
+    HttpRequest (a port past 65535 did the same with OverflowError until the block
+    checked ports); the exception's text used to reach the client."""
+    payload = {"url": "http://93.184.216.34/", "headers": {"X-Snow": "\u2603"}}
     data = await gql.ok(
-        EXECUTE,
-        {"id": block_id("HttpRequest"), "input": {"url": "http://93.184.216.34:99999/"}},
-        token=user.token,
+        EXECUTE, {"id": block_id("HttpRequest"), "input": payload}, token=user.token
     )
     [error] = data["executeBlock"]["outputs"]["error"]
-    assert "Overflow" not in error and "getaddrinfo" not in error
+    assert "codec" not in error and "ascii" not in error
     assert error.startswith("HttpRequest failed unexpectedly (error id ")
 
 
@@ -264,3 +264,93 @@ async def test_concurrent_execute_block_waits_never_overspend(gql, new_user, wor
     # 1 was covered; it may go below zero only by the seconds it ran beyond that.
     assert await ledger.get_balance(person.id) == 1 - cost
     assert await ledger.get_available(person.id) == 1 - cost
+
+
+async def test_text_template_never_backtracks_on_hostile_formats(gql, user, worker):
+    """TextTemplate's own placeholder pattern backtracked cubically on an unclosed
+    "{{" followed by whitespace: 2,000 spaces held the worker's event loop for 35 s
+    (every run on it, its stops and its lease with it); 100,000 would take days."""
+    hostile = "{{" + " " * 100_000 + "x {{ name }} {{" + "\t" * 50_000
+    data = await gql.ok(
+        EXECUTE,
+        {"id": block_id("TextTemplate"), "input": {"format": hostile, "values": {"name": "A"}}},
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {
+        "output": ["{{" + " " * 100_000 + "x A {{" + "\t" * 50_000]
+    }
+    # Placeholders keep their meaning: spaces around keys, dotted paths.
+    data = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("TextTemplate"),
+            "input": {
+                "format": "{{a}}-{{ b.c }}-{{\nd\t}}",
+                "values": {"a": 1, "b": {"c": 2}, "d": 3},
+            },
+        },
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {"output": ["1-2-3"]}
+
+
+async def test_patterns_whose_counted_repeats_unroll_too_far_are_refused(gql, user, worker):
+    """The match has a time limit, but compiling did not: `regex` unrolls counted
+    repeats on the worker's event loop, and four nested {50} took 7 s (five: minutes
+    and gigabytes). Such a pattern fails its node with a clear error, in both blocks
+    that take one; ordinary counted repeats still work."""
+    nested = "(?:(?:(?:(?:a{50}){50}){50}){50})"
+    for block, pin in (("MatchTextPattern", "match"), ("ExtractText", "pattern")):
+        data = await gql.ok(
+            EXECUTE,
+            {"id": block_id(block), "input": {"text": "aaaa", pin: nested}},
+            token=user.token,
+        )
+        [error] = data["executeBlock"]["outputs"]["error"]
+        assert "is too large" in error and "100,000" in error, error
+    found = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("ExtractText"),
+            "input": {"text": "id 2024-12-03!", "pattern": r"(\d{4}-\d{2}-\d{2})", "group": 1},
+        },
+        token=user.token,
+    )
+    assert found["executeBlock"]["outputs"] == {"positive": ["2024-12-03"]}
+
+
+async def test_text_blocks_refuse_to_multiply_their_inputs_past_a_bound(gql, user, worker):
+    """A 100 KB value named by 2,000 placeholders is 200 MB of text (the same
+    request with 100x more is 20 GB, and the worker that builds it, then every worker
+    that resumes the run, runs out of memory). Past 10,000,000 characters the node
+    fails with a clear error instead; JoinText's delimiter multiplies the same way."""
+    value = "x" * 100_000
+    data = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("TextTemplate"),
+            "input": {"format": "{{ v }}" * 2_000, "values": {"v": value}},
+        },
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {
+        "error": ["the filled text would be longer than 10,000,000 characters"]
+    }
+    data = await gql.ok(
+        EXECUTE,
+        {"id": block_id("JoinText"), "input": {"input": [1] * 2_000, "delimiter": value}},
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {
+        "error": ["the joined text would be longer than 10,000,000 characters"]
+    }
+    # Up to the bound, both build their text.
+    data = await gql.ok(
+        EXECUTE,
+        {
+            "id": block_id("TextTemplate"),
+            "input": {"format": "<{{v}}>" * 20, "values": {"v": value}},
+        },
+        token=user.token,
+    )
+    assert data["executeBlock"]["outputs"] == {"output": [f"<{value}>" * 20]}

@@ -5,6 +5,7 @@ HTTP allowed (a local server stands in for the web)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import uuid
@@ -23,6 +24,7 @@ from tests.graph_builders import UPDATE, create_graph, link, node, node_ids
 
 MAX_NODE_RUNS = 50
 MAX_DEPTH = 3
+MAX_OUTPUT_CHARS = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,7 @@ async def stack(database) -> AsyncIterator[OwnStack]:
         **TEST_ENV,
         "MAX_NODE_RUNS_PER_EXECUTION": str(MAX_NODE_RUNS),
         "MAX_SUBGRAPH_DEPTH": str(MAX_DEPTH),
+        "MAX_NODE_OUTPUT_CHARS": str(MAX_OUTPUT_CHARS),
         "ALLOW_PRIVATE_HTTP": "true",
         # Rewards for running agents would top balances up mid-test.
         "ONBOARDING_REWARDS": "{}",
@@ -297,3 +300,52 @@ async def test_concurrent_runs_of_per_second_nodes_never_overspend(stack, new_us
     assert json.dumps(ends)  # every run ended
     view = await stack.gql.ok(GET_EXECUTION, {"id": runs[0]["id"]}, token=person.token)
     assert view["execution"]["status"] in ("COMPLETED", "FAILED")
+
+
+async def test_values_that_double_at_every_step_end_at_a_bound(stack, user):
+    """AddToList adding a list to itself doubles it: thirty steps turn 100 KB of
+    input into 100 TB and end the worker (then every worker resuming the run). A
+    node whose outputs pass MAX_NODE_OUTPUT_CHARS of JSON (64 MiB; 1 MB on this
+    stack) fails with a clear error, and nothing after it runs."""
+    gql = stack.gql
+    # Eight steps (25 MB if the bound ever went): enough to pass it, never a danger.
+    steps = [f"d{i}" for i in range(8)]
+    spec = {
+        "name": "doubling",
+        "nodes": [
+            node("in", "AgentInput", name="items", type="array"),
+            *(node(step, "AddToList") for step in steps),
+            node("out", "CountItems"),
+        ],
+        "links": [
+            link("in", "result", "d0", "list"),
+            link("in", "result", "d0", "entries"),
+            *(
+                link(before, "updated_list", after, pin)
+                for before, after in itertools.pairwise(steps)
+                for pin in ("list", "entries")
+            ),
+            link(steps[-1], "updated_list", "out", "collection"),
+        ],
+    }
+    graph = await create_graph(gql, user, spec)
+    ids = node_ids(spec, graph)
+    started = await execute(gql, user, graph["id"], {"items": [1] * 50_000})
+    brief = """query($id: ID!) { execution(id: $id) { status
+      nodeExecutions { nodeId status error } } }"""
+    deadline = asyncio.get_running_loop().time() + 120
+    while True:
+        done = (await gql.ok(brief, {"id": started["id"]}, token=user.token))["execution"]
+        if done["status"] in ("COMPLETED", "FAILED", "TERMINATED"):
+            break
+        assert asyncio.get_running_loop().time() < deadline, done
+        await asyncio.sleep(0.1)
+    assert done["status"] == "FAILED", done
+    by_node = {run["nodeId"]: run for run in done["nodeExecutions"]}
+    # 100 KB of JSON doubled: 200 KB, 400 KB, 800 KB, then 1.6 MB is refused.
+    assert [by_node[ids[step]]["status"] for step in steps[:4]] == ["COMPLETED"] * 3 + ["FAILED"]
+    assert (
+        "a node may yield at most 1,000,000 (MAX_NODE_OUTPUT_CHARS)"
+        in (by_node[ids[steps[3]]]["error"])
+    )
+    assert all(ids[step] not in by_node for step in steps[4:]) and ids["out"] not in by_node

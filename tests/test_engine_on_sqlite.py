@@ -17,7 +17,7 @@ from tests.harness import ROOT, ApiServer, GraphQLClient, TestUser, WorkerProces
 STOP = "mutation($id: ID!) { stopExecution(id: $id) { id status } }"
 
 
-async def test_runs_and_stops_on_sqlite(tmp_path, settings):
+async def _sqlite_env(tmp_path) -> dict[str, str]:
     env = {
         **TEST_ENV,
         "DATABASE_URL": f"sqlite://{tmp_path}/engine.sqlite3",
@@ -31,6 +31,11 @@ async def test_runs_and_stops_on_sqlite(tmp_path, settings):
         check=True,
         capture_output=True,
     )
+    return env
+
+
+async def test_runs_and_stops_on_sqlite(tmp_path, settings):
+    env = await _sqlite_env(tmp_path)
     api, worker = ApiServer(env), WorkerProcess(env)
     await api.start()
     await worker.start()
@@ -99,6 +104,51 @@ async def test_runs_and_stops_on_sqlite(tmp_path, settings):
         )
         done = await wait_for_end(gql, person, run["id"])
         assert done["status"] == "COMPLETED" and done["outputs"] == {"o": ["final"]}, done
+    finally:
+        await gql.aclose()
+        await worker.stop()
+        await api.stop()
+
+
+async def test_one_to_one_rows_change_on_sqlite(tmp_path, settings):
+    """Onboarding, notification preferences and auto top-up are one row per user,
+    keyed by the user's id; on SQLite the ORM's save() bound that key raw and
+    failed, so a user's second executeGraph answered INTERNAL (its run was stored
+    and queued all the same: a client retrying it ran it twice)."""
+    env = await _sqlite_env(tmp_path)
+    api, worker = ApiServer(env), WorkerProcess(env)
+    await api.start()
+    await worker.start()
+    gql = GraphQLClient(api.base_url)
+    try:
+        person = TestUser.fresh(settings)
+        await gql.ok("{ me { id } }", token=person.token)
+        graph = await create_graph(gql, person)
+        runs = [await execute(gql, person, graph["id"], {"text": f"t{i}"}) for i in range(3)]
+        runs += await asyncio.gather(
+            *(execute(gql, person, graph["id"], {"text": f"c{i}"}) for i in range(5))
+        )
+        for run in runs:
+            assert (await wait_for_end(gql, person, run["id"]))["status"] == "COMPLETED"
+        listed = await gql.ok(
+            "{ executions(first: 100) { edges { node { id } } } }", token=person.token
+        )
+        assert len(listed["executions"]["edges"]) == len(runs)
+        onboarding = await gql.ok("{ onboarding { completedSteps } }", token=person.token)
+        assert "RE_RUN_AGENT" in onboarding["onboarding"]["completedSteps"]
+
+        prefs = """mutation($i: NotificationPreferencesInput!) {
+          updateNotificationPreferences(input: $i) { dailyLimit } }"""
+        for limit in (3, 4):
+            changed = await gql.ok(prefs, {"i": {"dailyLimit": limit}}, token=person.token)
+            assert changed["updateNotificationPreferences"]["dailyLimit"] == limit
+        top_up = """mutation($t: Int!) {
+          configureAutoTopUp(threshold: $t, amount: 0) { threshold amount } }"""
+        for threshold in (5, 6):
+            configured = await gql.ok(top_up, {"t": threshold}, token=person.token)
+            assert configured["configureAutoTopUp"] == {"threshold": threshold, "amount": 0}
+        shown = await gql.ok("{ autoTopUp { threshold } }", token=person.token)
+        assert shown["autoTopUp"] == {"threshold": 6}
     finally:
         await gql.aclose()
         await worker.stop()

@@ -19,7 +19,35 @@ from app.blocks.base import (
 )
 from app.blocks.compute import compile_pattern, find_all, search
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# Linear time: the key is stripped in code. `\{\{\s*([^{}]*?)\s*\}\}` backtracked
+# cubically on an unclosed "{{" followed by spaces (2,000 of them held a worker's
+# event loop for 35 s; the format is user text).
+_PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
+
+# Text a block builds from its inputs multiplies them (a 500 KB value named by
+# 100,000 placeholders is 50 GB): past this many characters the node fails
+# before the text is built, instead of the worker running out of memory (and
+# every worker that resumes the run after it).
+MAX_TEXT_CHARS = 10_000_000
+
+
+def _too_long(what: str) -> BlockError:
+    return BlockError(f"{what} would be longer than {MAX_TEXT_CHARS:,} characters")
+
+
+def _fill(format: str, values: dict[str, Any]) -> str:
+    pieces: list[str] = []
+    length = 0
+    position = 0
+    for match in _PLACEHOLDER.finditer(format):
+        value = _as_text(_lookup(values, match.group(1).strip()))
+        length += match.start() - position + len(value)
+        if length > MAX_TEXT_CHARS:
+            raise _too_long("the filled text")
+        pieces += (format[position : match.start()], value)
+        position = match.end()
+    pieces.append(format[position:])
+    return "".join(pieces)
 
 
 class _TextInput(BlockInput):
@@ -70,8 +98,7 @@ class TextTemplate(Block):
 
     async def run(self, input: Input, context: BlockRunContext):
         # One pass: text coming from a value is never read as a placeholder itself.
-        text = _PLACEHOLDER.sub(lambda m: _as_text(_lookup(input.values, m.group(1))), input.format)
-        yield "output", text
+        yield "output", _fill(input.format, input.values)
 
 
 class MatchTextPattern(Block):
@@ -185,4 +212,8 @@ class JoinText(Block):
         output: str = Field(description="The joined text.")
 
     async def run(self, input: Input, context: BlockRunContext):
-        yield "output", input.delimiter.join(str(item) for item in input.input)
+        parts = [str(item) for item in input.input]
+        length = sum(map(len, parts)) + len(input.delimiter) * max(len(parts) - 1, 0)
+        if length > MAX_TEXT_CHARS:
+            raise _too_long("the joined text")
+        yield "output", input.delimiter.join(parts)

@@ -14,7 +14,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.exceptions import IntegrityError
+
 from app.clients.stripe_gateway import CheckoutState, StripeGateway
+from app.clock import utcnow
 from app.errors import AppError, ErrorCode, bad_input
 from app.models import (
     AutoTopUpConfig,
@@ -195,10 +198,20 @@ async def configure_auto_top_up(
             # A client repeating this call (no transaction since) reuses the key.
             latest = await _latest_transaction_id(user_id)
             await _charge_saved_card(gw, user_id, amount, f"auto-top-up-{user_id}-{latest}")
-    await AutoTopUpConfig.update_or_create(
-        defaults={"threshold": threshold, "amount": amount}, user_id=user_id
-    )
+    await _store_auto_top_up(user_id, threshold, amount)
     return await get_auto_top_up(user_id)
+
+
+async def _store_auto_top_up(user_id: uuid.UUID, threshold: int, amount: int) -> None:
+    # Not update_or_create(): its save() binds this one-to-one row's UUID key raw,
+    # which SQLite refuses (every change after the first answered INTERNAL).
+    changes = {"threshold": threshold, "amount": amount, "updated_at": utcnow()}
+    if await AutoTopUpConfig.filter(user_id=user_id).update(**changes):
+        return
+    try:
+        await AutoTopUpConfig.create(user_id=user_id, **changes)
+    except IntegrityError:  # a concurrent first call created it
+        await AutoTopUpConfig.filter(user_id=user_id).update(**changes)
 
 
 async def run_auto_top_up(settings: Settings, user_id: uuid.UUID, cause: str | None = None) -> str:

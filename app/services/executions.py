@@ -7,6 +7,7 @@ stores what they need, enqueues the job, and reads what they wrote.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +36,8 @@ from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.services.run_slots import RUN_EXECUTION_JOB, RunSlots
 from app.services.run_slots import run_job_id as run_job_id
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_EXECUTIONS_PAGE = 100
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -130,10 +133,15 @@ async def execute_graph(
     await publish_status(publisher, execution)
     slots = RunSlots(settings, arq)
     await slots.enqueue(execution.id)
-    # Ahead of a backlog of other users' jobs when it is owed the next slot.
-    await slots.nudge()
-    await onboarding.record_run(settings, user_id, graph.graph_id, source)
-    await run_requests.record_run(user_id, graph.graph_id)
+    try:
+        # Ahead of a backlog of other users' jobs when it is owed the next slot.
+        await slots.nudge()
+        await onboarding.record_run(settings, user_id, graph.graph_id, source)
+        await run_requests.record_run(user_id, graph.graph_id)
+    except Exception:
+        # The run is stored and queued: answering an error now would have the
+        # client start it again. Bookkeeping is not worth a second run.
+        log.exception("run %s started, but recording it for onboarding failed", execution.id)
     return execution
 
 

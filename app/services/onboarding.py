@@ -143,7 +143,17 @@ async def complete_step(
             changed = True
         if changed:
             onboarding.updated_at = utcnow()
-            await onboarding.save(using_db=conn)
+            # filter().update(), never save(): see record_run (SQLite binds this
+            # one-to-one row's UUID key raw, and every second run answered INTERNAL).
+            await (
+                UserOnboarding.filter(user_id=user_id)
+                .using_db(conn)
+                .update(
+                    completed_steps=onboarding.completed_steps,
+                    rewarded_for=onboarding.rewarded_for,
+                    updated_at=onboarding.updated_at,
+                )
+            )
     return onboarding
 
 

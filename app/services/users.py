@@ -10,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.clock import utcnow
 from app.errors import bad_input
 from app.models import (
     CreditTransactionType,
@@ -140,5 +141,9 @@ async def update_notification_preferences(
         prefs.settings = {**prefs.settings, **{kind.value: on for kind, on in settings}}
     if daily_limit is not None:
         prefs.daily_limit = daily_limit
-    await prefs.save()
+    prefs.updated_at = utcnow()
+    # Not save(): on SQLite it binds this one-to-one row's UUID key raw and fails.
+    await NotificationPreferences.filter(user_id=user_id).update(
+        settings=prefs.settings, daily_limit=prefs.daily_limit, updated_at=prefs.updated_at
+    )
     return prefs

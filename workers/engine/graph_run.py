@@ -41,7 +41,7 @@ from workers.engine.reviews import RunReviews, safe_mode_of
 from workers.engine.routing import Routed, Router
 from workers.engine.rows import NodeRow
 from workers.engine.stats import execution_stats
-from workers.engine.store import UNFINISHED, UnstorableOutput, dumps
+from workers.engine.store import UNFINISHED, UnstorableOutput, dumps, storable_outputs
 from workers.engine.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ class GraphRun:
     ) -> None:
         """Record the node's end and hand its outputs on, in one write."""
         try:
-            dumps(outputs)
+            storable_outputs(outputs, self.engine.settings.MAX_NODE_OUTPUT_CHARS)
         except UnstorableOutput as exc:
             # Values JSON cannot carry (a lone surrogate from a web page): the node
             # fails at once; retrying would only meet them again.

@@ -45,6 +45,19 @@ class ResumeState:
     static_outputs: list[tuple[uuid.UUID, dict[str, list[Any]]]] = field(default_factory=list)
 
 
+def storable_outputs(outputs: dict[str, list[Any]], max_chars: int) -> None:
+    """UnstorableOutput when the outputs cannot be JSON or pass `max_chars` of it
+    (MAX_NODE_OUTPUT_CHARS: blocks that copy their inputs, chained or looped, double
+    a value per step, and a few steps of a small input would run the worker, then
+    each worker resuming the run, out of memory)."""
+    size = len(dumps(outputs))
+    if size > max_chars:
+        raise UnstorableOutput(
+            f"the outputs are {size:,} characters of JSON; a node may yield at most "
+            f"{max_chars:,} (MAX_NODE_OUTPUT_CHARS)"
+        )
+
+
 def dumps(value: Any) -> str:
     """JSON text for a jsonb parameter; UnstorableOutput when it cannot be JSON."""
     try:

@@ -59,14 +59,28 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
         await slots.nudge(admission.next_fair)
         return "waiting"
     await slots.nudge()  # a free slot of another worker may take the next run
+    owned = False
     try:
         async with engine.locks.hold(uuid.UUID(execution_id), engine.store.claim) as fence:
             if fence is None:
                 return "missing"
+            owned = True
             ended = await _run_owned(ctx, engine, fence)
     except LostOwnership:
         log.warning("execution %s was taken over by another runner; stopping", execution_id)
         return "superseded"
+    except Exception:
+        if owned:
+            raise
+        # Taking the run failed (the database away, SQLite locked): try again later.
+        # A job failed here stayed failed, its run QUEUED, and arq keeps the failed
+        # job's result (and so refuses the sweep's re-enqueue) for an hour.
+        job_try = ctx.get("job_try", 1)
+        defer = min(RETRY_MAX_SECONDS, 2 ** (job_try - 1))
+        log.warning(
+            "execution %s could not be taken; again in %s s", execution_id, defer, exc_info=True
+        )
+        raise Retry(defer=defer) from None
     # Its slot is free: the run owed it goes first.
     await slots.nudge()
     return ended
