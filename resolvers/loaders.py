@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from functools import cached_property
 
 from strawberry.dataloader import DataLoader
 
@@ -54,29 +54,35 @@ async def _shared_executions(tokens: list[str]) -> list[tuple | None]:
     return [found[token] for token in tokens]
 
 
-@dataclass
 class Loaders:
-    nodes: DataLoader[int, list[Node]] = field(
-        default_factory=lambda: DataLoader(load_fn=_nodes_by_graph)
-    )
-    links: DataLoader[int, list[Link]] = field(
-        default_factory=lambda: DataLoader(load_fn=_links_by_graph)
-    )
+    """Each loader is made on first use: most requests use none of them (issue 14)."""
+
+    @cached_property
+    def nodes(self) -> DataLoader[int, list[Node]]:
+        return DataLoader(load_fn=_nodes_by_graph)
+
+    @cached_property
+    def links(self) -> DataLoader[int, list[Link]]:
+        return DataLoader(load_fn=_links_by_graph)
+
     # Settings change, so websocket connections (long-lived contexts) must not cache them.
-    library_entries: DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_library_entries, cache=False)
-    )
+    @cached_property
+    def library_entries(self) -> DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None]:
+        return DataLoader(load_fn=_library_entries, cache=False)
+
     # A graph version's defaults never change, so neither do the texts it hides.
-    maker_secrets: DataLoader[maker_secrets.RunKey, list[str]] = field(
-        default_factory=lambda: DataLoader(load_fn=maker_secrets.hidden_texts)
-    )
+    @cached_property
+    def maker_secrets(self) -> DataLoader[maker_secrets.RunKey, list[str]]:
+        return DataLoader(load_fn=maker_secrets.hidden_texts)
+
     # By share token, once however many aliases ask: a shared run is read
     # anonymously, and its outputs may be megabytes. Not cached (its status
     # changes under a long-lived websocket context).
-    shared_executions: DataLoader[str, tuple | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_shared_executions, cache=False)
-    )
+    @cached_property
+    def shared_executions(self) -> DataLoader[str, tuple | None]:
+        return DataLoader(load_fn=_shared_executions, cache=False)
+
     # Node executions change while a run goes on: never cached.
-    node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
-        default_factory=lambda: DataLoader(load_fn=_node_executions, cache=False)
-    )
+    @cached_property
+    def node_executions(self) -> DataLoader[uuid.UUID, list[NodeExecution]]:
+        return DataLoader(load_fn=_node_executions, cache=False)
