@@ -54,6 +54,7 @@ from schema.document_outline import QueryTooComplex, outline_of_ast, read_outlin
 from schema.executor import ResponseTooLarge
 from schema.extensions import ErrorCodes
 from schema.rate_limit import mutation_refusal
+from schema.response_cache import answer_from_cache, cacheable_operations, keep
 from schema.storable_values import literal_error, variables_error
 
 # Distinct query texts whose analysis is kept: clients send the same few
@@ -74,6 +75,8 @@ class Analysis:
     errors: tuple[GraphQLError, ...] = ()
     # Per operation in document order: (kind, name, root fields).
     operations: tuple[tuple[str, str | None, int], ...] = ()
+    # Operations that may be answered from the `graphs` cache (schema/response_cache.py).
+    cacheable: frozenset[str | None] = frozenset()
 
 
 def _refusal(error: Exception) -> GraphQLError:
@@ -156,7 +159,8 @@ class DocumentGate:
         if unstorable is not None:
             return Analysis(document, (unstorable,), operations)
         errors = validate(self.schema, document, self.rules, hide_suggestions=self.hide_suggestions)
-        return Analysis(document, tuple(errors), operations)
+        cacheable = frozenset() if errors else cacheable_operations(document)
+        return Analysis(document, tuple(errors), operations, cacheable)
 
     def _parse(self, text: str) -> DocumentNode:
         try:
@@ -173,12 +177,18 @@ class RequestGate(ErrorCodes):
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context
+        self._cached_operation: tuple[str | None] | None = None
         refusal = await self._admit(context)
         if refusal is not None:
             context.pre_execution_errors = [refusal]
         if context.pre_execution_errors and context.graphql_document is None:
             context.graphql_document = _stand_in(context)
+        miss = None
+        if refusal is None and self._cached_operation is not None:
+            miss = await answer_from_cache(context, self._cached_operation[0])
         yield
+        if miss is not None:
+            await keep(context, miss)
         self._present_result(context.result)
 
     def _present_result(self, result: Any) -> None:
@@ -219,6 +229,8 @@ class RequestGate(ErrorCodes):
             limited = await mutation_refusal(context.context, chosen[2])
             if limited is not None:
                 return _refusal(limited)
+        if chosen is not None and chosen[1] in analysis.cacheable:
+            self._cached_operation = (chosen[1],)
         # Parsed and validated above: strawberry skips both.
         context.pre_execution_errors = []
         return None
