@@ -1,31 +1,18 @@
 """Per-request DataLoaders: a list of graphs costs one query per relation,
-however many graphs, nodes or links it holds. Results come back in key order."""
+however many graphs, nodes or links it holds (nodes and links as plain records,
+app/services/graph_rows.py). Results come back in key order."""
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from functools import cached_property
 
 from strawberry.dataloader import DataLoader
 
-from app.models import LibraryAgent, Link, Node, NodeExecution
-from app.services import execution_sharing, executions, maker_secrets
+from app.models import LibraryAgent, NodeExecution
+from app.services import execution_sharing, executions, graph_rows, maker_secrets
+from app.services.graph_rows import LinkRecord, NodeRecord
 from app.settings import get_settings
-
-
-async def _nodes_by_graph(row_ids: list[int]) -> list[list[Node]]:
-    grouped: dict[int, list[Node]] = defaultdict(list)
-    for node in await Node.filter(graph_id__in=row_ids).order_by("position"):
-        grouped[node.graph_id].append(node)  # type: ignore[attr-defined]
-    return [grouped[row_id] for row_id in row_ids]
-
-
-async def _links_by_graph(row_ids: list[int]) -> list[list[Link]]:
-    grouped: dict[int, list[Link]] = defaultdict(list)
-    for link in await Link.filter(graph_id__in=row_ids).order_by("position"):
-        grouped[link.graph_id].append(link)  # type: ignore[attr-defined]
-    return [grouped[row_id] for row_id in row_ids]
 
 
 async def _library_entries(
@@ -58,12 +45,12 @@ class Loaders:
     """Each loader is made on first use: most requests use none of them (issue 14)."""
 
     @cached_property
-    def nodes(self) -> DataLoader[int, list[Node]]:
-        return DataLoader(load_fn=_nodes_by_graph)
+    def nodes(self) -> DataLoader[int, list[NodeRecord]]:
+        return DataLoader(load_fn=graph_rows.nodes_by_graph)
 
     @cached_property
-    def links(self) -> DataLoader[int, list[Link]]:
-        return DataLoader(load_fn=_links_by_graph)
+    def links(self) -> DataLoader[int, list[LinkRecord]]:
+        return DataLoader(load_fn=graph_rows.links_by_graph)
 
     # Settings change, so websocket connections (long-lived contexts) must not cache them.
     @cached_property
