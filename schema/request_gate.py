@@ -24,6 +24,7 @@ request even when idle (issue 14).
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     parse,
+    print_schema,
     specified_rules,
     validate,
 )
@@ -107,11 +109,22 @@ class DocumentGate:
         self.rules = tuple(rules)
         self.schema: GraphQLSchema | None = None
         self.shape: SchemaShape | None = None
+        self._schema_version: str | None = None
         self._kept: OrderedDict[str, Analysis] = OrderedDict()
 
     def bind(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self.shape = SchemaShape(schema)
+
+    @property
+    def schema_version(self) -> str:
+        """Part of the `graphs` cache's keys: another schema, other answers.
+        Worked out on first use (the schema is finished after bind)."""
+        if self._schema_version is None:
+            assert self.schema is not None
+            printed = print_schema(self.schema).encode()
+            self._schema_version = hashlib.sha256(printed).hexdigest()[:16]
+        return self._schema_version
 
     def analysis(self, text: str) -> Analysis:
         found = self._kept.get(text)
@@ -185,7 +198,9 @@ class RequestGate(ErrorCodes):
             context.graphql_document = _stand_in(context)
         miss = None
         if refusal is None and self._cached_operation is not None:
-            miss = await answer_from_cache(context, self._cached_operation[0])
+            miss = await answer_from_cache(
+                context, self._cached_operation[0], self.gate.schema_version
+            )
         yield
         if miss is not None:
             await keep(context, miss)

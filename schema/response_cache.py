@@ -74,7 +74,9 @@ class Miss:
     key: str
 
 
-async def answer_from_cache(context: Any, operation_name: str | None) -> Miss | None:
+async def answer_from_cache(
+    context: Any, operation_name: str | None, schema_version: str
+) -> Miss | None:
     """Puts a cached result on the execution context (a hit), or returns what
     storing this request's result needs (a miss); None when not cached."""
     ours = context.context
@@ -87,7 +89,7 @@ async def answer_from_cache(context: Any, operation_name: str | None) -> Miss | 
     if principal is None or not principal.allows(ApiKeyPermission.READ_GRAPH):
         return None
     cache = graphs_cache(ours.settings)
-    key = cache.request_key(context.query, operation_name, context.variables)
+    key = cache.request_key(schema_version, context.query, operation_name, context.variables)
     data, generation = await cache.lookup(principal.user_id, key)
     if generation is None:
         return None

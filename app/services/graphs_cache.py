@@ -57,10 +57,13 @@ class GraphsCache:
         )
 
     @staticmethod
-    def request_key(text: str, operation_name: str | None, variables: Any) -> str:
-        """The request's identity: its text, operation and variables, and the code
-        version (another release may answer the same request differently)."""
-        raw = orjson.dumps([code_version(), text, operation_name, variables])
+    def request_key(
+        schema_version: str, text: str, operation_name: str | None, variables: Any
+    ) -> str:
+        """The request's identity: its text, operation and variables, and the
+        schema's and blocks' versions (another release may answer the same
+        request differently)."""
+        raw = orjson.dumps([schema_version, code_version(), text, operation_name, variables])
         return hashlib.sha256(raw).hexdigest()
 
     async def lookup(
