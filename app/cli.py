@@ -55,16 +55,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from arq.worker import check_health, create_worker
+    from arq.worker import check_health, get_kwargs
 
     from workers.lease import shorten_in_progress
     from workers.settings import worker_settings
+    from workers.wakeup import WakeableWorker
 
     _configure_logging()
     settings_cls = worker_settings()
     if args.check:
         return check_health(settings_cls)
-    shorten_in_progress(create_worker(settings_cls)).run()
+    shorten_in_progress(WakeableWorker(**get_kwargs(settings_cls))).run()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,17 @@ CORS_EXPOSED_HEADERS = ["X-Request-Id"]
 CORS_MAX_AGE_SECONDS = 7200
 
 
+def settle_garbage_collector(settings: Settings) -> None:
+    """What start-up made (modules, the schema, the pools) lives as long as the
+    process: frozen out of the collector's sight, full collections stop walking
+    it; and a request makes a few thousand short-lived objects, so the youngest
+    generation is collected less often. Together: GC from ~15 % to ~3 % of a
+    small request's CPU (issue 14)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(settings.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     settings.check_secrets()
@@ -40,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             config=tortoise_config(settings.DATABASE_URL), _enable_global_fallback=True
         )
         app.state.services = await start_services(settings)
+        settle_garbage_collector(settings)
         try:
             yield
         finally:

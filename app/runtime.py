@@ -10,6 +10,7 @@ from arq import ArqRedis
 from app.clients.redis import create_redis
 from app.events import EventHub, EventPublisher, EventReader
 from app.services.blocks import BlockCatalog
+from app.services.graphs_cache import close_graphs_caches
 from app.services.notifications import Notifier
 from app.settings import Settings
 
@@ -31,6 +32,7 @@ class AppServices:
     async def aclose(self) -> None:
         await self.hub.aclose()
         await self.blocks.aclose()
+        await close_graphs_caches()
         await self.redis.aclose()
 
 

@@ -179,6 +179,15 @@ class Settings(BaseSettings):
     WEBSOCKET_INIT_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`.
     METRICS_TOKEN: str | None = None
+    # Allocations between collections of the API's youngest GC generation
+    # (CPython's default: 700); start-up objects are frozen (app/main.py).
+    GC_GEN0_THRESHOLD: int = Field(default=20_000, ge=100)
+    # How long a `graphs` response is kept per user (0: not cached); any write
+    # to the user's graphs retires it at once (app/services/graphs_cache.py).
+    GRAPHS_CACHE_SECONDS: int = Field(default=60, ge=0, le=86_400)
+    # How often a worker polls its queue when no wake-up came (every enqueue
+    # publishes one; the poll finds deferred jobs, retries and lapsed leases).
+    WORKER_POLL_SECONDS: float = Field(default=0.25, gt=0, le=3600)
     # Workers fire due schedules unless this is false.
     SCHEDULER_ENABLED: bool = True
     # Per API process; a browser tab needs one or two.

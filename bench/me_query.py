@@ -1,9 +1,12 @@
 """`me` query throughput: requests/s of `{ me { id email credits } }` with a bearer
 token against one API process, 32 keep-alive connections, and the p50 latency.
 
-Baseline (same run, same client, same flags): a bare Starlette route returning
-{"ok": true} served by uvicorn in its own process (bench.support.serve_bare), the
-most any route of a Starlette app on one uvicorn process can do here.
+Baseline (same run, same client, same flags): the stack's floor for this query
+(bench/_me_floor.py): a minimal strawberry schema with strawberry's ParserCache
+and ValidationCache and one asyncpg read of the user and balance, no
+authentication, on uvicorn with the same options. Also shown: a bare Starlette
+route returning {"ok": true} (bench.support.serve_bare), the most any route of a
+Starlette app on one uvicorn process can do here.
 
 The load comes from CLIENT_PROCESSES processes of a minimal HTTP/1.1 client
 (a pre-built request written, the response read by its Content-Length: a few
@@ -11,7 +14,7 @@ The load comes from CLIENT_PROCESSES processes of a minimal HTTP/1.1 client
 connections, so the client is not what limits the figure. To show that, the
 server's CPU time over the measured window is printed: a server near 100 % of
 one core is the bottleneck; one well below it with idle cores was starved by
-its clients. Bare and `me` rounds alternate, each figure is the median of its
+its clients. Bare, floor and `me` rounds alternate, each figure is the median of its
 rounds, so both see the same background load of the machine.
 """
 
@@ -65,7 +68,7 @@ def check_response(target: str, head: bytes, body: bytes) -> None:
         raise RuntimeError(f"unexpected response: {head[:200]!r} {body[:200]!r}")
     if target == "bare" and body != b'{"ok":true}':
         raise RuntimeError(f"unexpected bare body: {body[:200]!r}")
-    if target == "me" and (b'"errors"' in body or b'"credits"' not in body):
+    if target in ("me", "floor") and (b'"errors"' in body or b'"credits"' not in body):
         raise RuntimeError(f"me query failed: {body[:300]!r}")
 
 
@@ -121,10 +124,10 @@ async def run_load(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------ one measured round
 
 
-async def measure(target: str, port: int, server_pid: int, token: str = "") -> dict:
+async def measure(target: str, port: int, server_pid: int, token: str = "") -> dict | None:
     """CONNECTIONS connections from CLIENT_PROCESSES processes for WARMUP_SECONDS,
     then WINDOW_SECONDS measured: requests/s, latencies, server and client CPU."""
-    start_at = time.time() + 2.0  # after the client processes have imported
+    start_at = time.time() + 4.0  # after the client processes have imported
     per_process = CONNECTIONS // CLIENT_PROCESSES
     clients = [
         await asyncio.create_subprocess_exec(
@@ -157,6 +160,8 @@ async def measure(target: str, port: int, server_pid: int, token: str = "") -> d
         result = json.loads(out)
         latencies += result["latencies"]
         client_cpu += result["cpu_seconds"]
+    if not latencies:
+        return None  # a starved round (clients not started in time): left out
     return {
         "rps": len(latencies) / WINDOW_SECONDS,
         "p50": median(latencies),
@@ -177,6 +182,7 @@ def describe(name: str, result: dict) -> str:
 
 
 async def main() -> None:
+    from bench._me_floor import MeFloorServer  # here: the load clients need no strawberry
     from tests.harness import GraphQLClient
 
     async with bench_stack() as stack:
@@ -187,24 +193,33 @@ async def main() -> None:
             await gql.aclose()
         bare = BareServer()
         await bare.start()
+        floor = MeFloorServer(stack.database_url, str(user.id))
+        await floor.start()
         api_pid = stack.server.process.pid
-        rounds: dict[str, list[dict]] = {"bare": [], "me": []}
+        rounds: dict[str, list[dict]] = {"bare": [], "floor": [], "me": []}
         try:
             for index in range(ROUNDS):
                 print(f"round {index + 1}/{ROUNDS}", flush=True)
-                rounds["bare"].append(await measure("bare", bare.port, bare.pid))
-                print(describe("bare route", rounds["bare"][-1]), flush=True)
-                rounds["me"].append(
-                    await measure("me", stack.server.port, api_pid, token=user.token)
-                )
-                print(describe("me query  ", rounds["me"][-1]), flush=True)
+                for name, target, port, pid in (
+                    ("bare route", "bare", bare.port, bare.pid),
+                    ("floor     ", "floor", floor.port, floor.pid),
+                    ("me query  ", "me", stack.server.port, api_pid),
+                ):
+                    result = await measure(target, port, pid, token=user.token)
+                    print(describe(name, result) if result else f"  {name}: starved", flush=True)
+                    if result:
+                        rounds[target].append(result)
         finally:
             await bare.stop()
+            await floor.stop()
 
     me_rps = median([r["rps"] for r in rounds["me"]])
     bare_rps = median([r["rps"] for r in rounds["bare"]])
     me_p50 = median([r["p50"] for r in rounds["me"]])
     bare_p50 = median([r["p50"] for r in rounds["bare"]])
+    floor_rps = median([r["rps"] for r in rounds["floor"]])
+    floor_p50 = median([r["p50"] for r in rounds["floor"]])
+    floor_cost = median([r["server_cpu_per_request"] for r in rounds["floor"]])
     me_cost = median([r["server_cpu_per_request"] for r in rounds["me"]])
     bare_cost = median([r["server_cpu_per_request"] for r in rounds["bare"]])
     print(
@@ -212,22 +227,35 @@ async def main() -> None:
         f"client processes, median of {ROUNDS} rounds of {WINDOW_SECONDS:.0f} s"
     )
     print(f"  me query:   {me_rps:.0f} req/s, p50 {ms(me_p50)}")
+    print(f"  floor:      {floor_rps:.0f} req/s, p50 {ms(floor_p50)}")
     print(f"  bare route: {bare_rps:.0f} req/s, p50 {ms(bare_p50)}")
     print(
-        f"  server CPU a request: me {me_cost * 1e6:.0f} µs, bare {bare_cost * 1e6:.0f} µs "
-        f"({bare_cost / me_cost:.3g}x by CPU, independent of the machine's other load)"
+        f"  server CPU a request: me {me_cost * 1e6:.0f} µs, floor {floor_cost * 1e6:.0f} µs, "
+        f"bare {bare_cost * 1e6:.0f} µs ({floor_cost / me_cost:.3g}x the floor by CPU, "
+        "independent of the machine's other load)"
     )
     print(
-        f"me_query: {me_rps:.0f} req/s (p50 {ms(me_p50)}), "
-        f"{me_rps / bare_rps:.3g}x a bare Starlette route ({bare_rps:.0f} req/s)"
+        f"me_query: {me_rps:.0f} req/s (p50 {ms(me_p50)}), {me_rps / floor_rps:.3g}x the "
+        f"stack's floor ({floor_rps:.0f} req/s), {me_rps / bare_rps:.3g}x a bare Starlette "
+        f"route ({bare_rps:.0f} req/s)"
     )
-    print(figure_line("me_query_rps", me_rps, "req/s", bare_rps, me_rps / bare_rps))
-    print(figure_line("me_query_p50", me_p50 * 1000, "ms", bare_p50 * 1000, me_p50 / bare_p50))
+    print(figure_line("me_query_rps", me_rps, "req/s", floor_rps, me_rps / floor_rps))
+    print(figure_line("me_query_p50", me_p50 * 1000, "ms", floor_p50 * 1000, me_p50 / floor_p50))
+    print(
+        figure_line(
+            "me_query_cpu_per_request",
+            me_cost * 1e6,
+            "us",
+            floor_cost * 1e6,
+            me_cost / floor_cost,
+        )
+    )
+    print(figure_line("me_query_rps_vs_bare", me_rps, "req/s", bare_rps, me_rps / bare_rps))
 
 
 def parse_load_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.me_query load")
-    parser.add_argument("--target", choices=["bare", "me"], required=True)
+    parser.add_argument("--target", choices=["bare", "floor", "me"], required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--start-at", type=float, required=True)

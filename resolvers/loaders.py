@@ -1,38 +1,27 @@
 """Per-request DataLoaders: a list of graphs costs one query per relation,
-however many graphs, nodes or links it holds. Results come back in key order."""
+however many graphs, nodes or links it holds (nodes and links as plain records,
+app/services/graph_rows.py). Results come back in key order."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from functools import cached_property
 
 from strawberry.dataloader import DataLoader
 
-from app.models import LibraryAgent, Link, Node, NodeExecution, NodeReview
+from app.models import LibraryAgent, NodeExecution, NodeReview
 from app.services import (
     execution_sharing,
     executions,
+    graph_rows,
     maker_secrets,
     reviews,
     run_slots,
     schedule_controls,
 )
+from app.services.graph_rows import LinkRecord, NodeRecord
 from app.settings import get_settings
-
-
-async def _nodes_by_graph(row_ids: list[int]) -> list[list[Node]]:
-    grouped: dict[int, list[Node]] = defaultdict(list)
-    for node in await Node.filter(graph_id__in=row_ids).order_by("position"):
-        grouped[node.graph_id].append(node)  # type: ignore[attr-defined]
-    return [grouped[row_id] for row_id in row_ids]
-
-
-async def _links_by_graph(row_ids: list[int]) -> list[list[Link]]:
-    grouped: dict[int, list[Link]] = defaultdict(list)
-    for link in await Link.filter(graph_id__in=row_ids).order_by("position"):
-        grouped[link.graph_id].append(link)  # type: ignore[attr-defined]
-    return [grouped[row_id] for row_id in row_ids]
 
 
 async def _library_entries(
@@ -87,43 +76,52 @@ async def _schedule_firings(
     return [found[key] for key in keys]
 
 
-@dataclass
 class Loaders:
-    nodes: DataLoader[int, list[Node]] = field(
-        default_factory=lambda: DataLoader(load_fn=_nodes_by_graph)
-    )
-    links: DataLoader[int, list[Link]] = field(
-        default_factory=lambda: DataLoader(load_fn=_links_by_graph)
-    )
+    """Each loader is made on first use: most requests use none of them (issue 14)."""
+
+    @cached_property
+    def nodes(self) -> DataLoader[int, list[NodeRecord]]:
+        return DataLoader(load_fn=graph_rows.nodes_by_graph)
+
+    @cached_property
+    def links(self) -> DataLoader[int, list[LinkRecord]]:
+        return DataLoader(load_fn=graph_rows.links_by_graph)
+
     # Settings change, so websocket connections (long-lived contexts) must not cache them.
-    library_entries: DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_library_entries, cache=False)
-    )
+    @cached_property
+    def library_entries(self) -> DataLoader[tuple[uuid.UUID, uuid.UUID], LibraryAgent | None]:
+        return DataLoader(load_fn=_library_entries, cache=False)
+
     # A graph version's defaults never change, so neither do the texts it hides.
-    maker_secrets: DataLoader[maker_secrets.RunKey, list[str]] = field(
-        default_factory=lambda: DataLoader(load_fn=maker_secrets.hidden_texts)
-    )
+    @cached_property
+    def maker_secrets(self) -> DataLoader[maker_secrets.RunKey, list[str]]:
+        return DataLoader(load_fn=maker_secrets.hidden_texts)
+
     # By share token, once however many aliases ask: a shared run is read
     # anonymously, and its outputs may be megabytes. Not cached (its status
     # changes under a long-lived websocket context).
-    shared_executions: DataLoader[str, tuple | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_shared_executions, cache=False)
-    )
+    @cached_property
+    def shared_executions(self) -> DataLoader[str, tuple | None]:
+        return DataLoader(load_fn=_shared_executions, cache=False)
+
     # Node executions change while a run goes on: never cached.
-    node_executions: DataLoader[uuid.UUID, list[NodeExecution]] = field(
-        default_factory=lambda: DataLoader(load_fn=_node_executions, cache=False)
-    )
+    @cached_property
+    def node_executions(self) -> DataLoader[uuid.UUID, list[NodeExecution]]:
+        return DataLoader(load_fn=_node_executions, cache=False)
+
     # A list of schedules with their history: one statement, not one per schedule.
     # Not cached (firings are added under a long-lived websocket context).
-    schedule_firings: DataLoader[tuple[uuid.UUID, int], schedule_controls.FiringPage] = field(
-        default_factory=lambda: DataLoader(load_fn=_schedule_firings, cache=False)
-    )
+    @cached_property
+    def schedule_firings(self) -> DataLoader[tuple[uuid.UUID, int], schedule_controls.FiringPage]:
+        return DataLoader(load_fn=_schedule_firings, cache=False)
+
     # A page of executions asks for its queued runs' places together; they change
     # as runs start: never cached.
-    queue_positions: DataLoader[uuid.UUID, int | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_queue_positions, cache=False)
-    )
+    @cached_property
+    def queue_positions(self) -> DataLoader[uuid.UUID, int | None]:
+        return DataLoader(load_fn=_queue_positions, cache=False)
+
     # Reviews are decided while a client watches: never cached.
-    pending_reviews: DataLoader[uuid.UUID, list[NodeReview]] = field(
-        default_factory=lambda: DataLoader(load_fn=_pending_reviews, cache=False)
-    )
+    @cached_property
+    def pending_reviews(self) -> DataLoader[uuid.UUID, list[NodeReview]]:
+        return DataLoader(load_fn=_pending_reviews, cache=False)

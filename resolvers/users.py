@@ -19,7 +19,7 @@ class UserQueries:
     )
     async def me(self, info: Info) -> User:
         principal = await info.context.principal()
-        return User.from_model(await users.get_or_create_user(info.context.settings, principal))
+        return User.from_row(await users.me(info.context.settings, principal))
 
 
 @strawberry.type

@@ -24,6 +24,7 @@ request even when idle (issue 14).
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     parse,
+    print_schema,
     specified_rules,
     validate,
 )
@@ -54,6 +56,7 @@ from schema.document_outline import QueryTooComplex, outline_of_ast, read_outlin
 from schema.executor import ResponseTooLarge
 from schema.extensions import ErrorCodes
 from schema.rate_limit import mutation_refusal
+from schema.response_cache import answer_from_cache, cacheable_operations, keep
 from schema.storable_values import literal_error, variables_error
 
 # Distinct query texts whose analysis is kept: clients send the same few
@@ -74,6 +77,8 @@ class Analysis:
     errors: tuple[GraphQLError, ...] = ()
     # Per operation in document order: (kind, name, root fields).
     operations: tuple[tuple[str, str | None, int], ...] = ()
+    # Operations that may be answered from the `graphs` cache (schema/response_cache.py).
+    cacheable: frozenset[str | None] = frozenset()
 
 
 def _refusal(error: Exception) -> GraphQLError:
@@ -104,11 +109,22 @@ class DocumentGate:
         self.rules = tuple(rules)
         self.schema: GraphQLSchema | None = None
         self.shape: SchemaShape | None = None
+        self._schema_version: str | None = None
         self._kept: OrderedDict[str, Analysis] = OrderedDict()
 
     def bind(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self.shape = SchemaShape(schema)
+
+    @property
+    def schema_version(self) -> str:
+        """Part of the `graphs` cache's keys: another schema, other answers.
+        Worked out on first use (the schema is finished after bind)."""
+        if self._schema_version is None:
+            assert self.schema is not None
+            printed = print_schema(self.schema).encode()
+            self._schema_version = hashlib.sha256(printed).hexdigest()[:16]
+        return self._schema_version
 
     def analysis(self, text: str) -> Analysis:
         found = self._kept.get(text)
@@ -156,7 +172,8 @@ class DocumentGate:
         if unstorable is not None:
             return Analysis(document, (unstorable,), operations)
         errors = validate(self.schema, document, self.rules, hide_suggestions=self.hide_suggestions)
-        return Analysis(document, tuple(errors), operations)
+        cacheable = frozenset() if errors else cacheable_operations(document)
+        return Analysis(document, tuple(errors), operations, cacheable)
 
     def _parse(self, text: str) -> DocumentNode:
         try:
@@ -173,12 +190,20 @@ class RequestGate(ErrorCodes):
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context
+        self._cached_operation: tuple[str | None] | None = None
         refusal = await self._admit(context)
         if refusal is not None:
             context.pre_execution_errors = [refusal]
         if context.pre_execution_errors and context.graphql_document is None:
             context.graphql_document = _stand_in(context)
+        miss = None
+        if refusal is None and self._cached_operation is not None:
+            miss = await answer_from_cache(
+                context, self._cached_operation[0], self.gate.schema_version
+            )
         yield
+        if miss is not None:
+            await keep(context, miss)
         self._present_result(context.result)
 
     def _present_result(self, result: Any) -> None:
@@ -219,6 +244,8 @@ class RequestGate(ErrorCodes):
             limited = await mutation_refusal(context.context, chosen[2])
             if limited is not None:
                 return _refusal(limited)
+        if chosen is not None and chosen[1] in analysis.cacheable:
+            self._cached_operation = (chosen[1],)
         # Parsed and validated above: strawberry skips both.
         context.pre_execution_errors = []
         return None

@@ -3,6 +3,7 @@ and a run whose job never reached the queue is enqueued again, whatever started 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from app.settings import Settings
 from tests.conftest import TEST_ENV
 from tests.execution_helpers import OwnStack, execute, wait_for_end
 from tests.graph_builders import create_graph
+from tests.harness import WorkerProcess
 
 
 def settings_with_prefix(prefix: str) -> Settings:
@@ -76,3 +78,34 @@ async def test_a_run_whose_enqueue_failed_is_enqueued_by_the_sweep(database, new
     finally:
         await worker.stop()
         await stack.stop()
+
+
+async def test_an_enqueued_run_wakes_an_idle_worker_before_its_next_poll(database, new_user):
+    """Workers used to find a new job only by polling the queue (every 50 ms, most
+    of executeGraph -> first event). Every enqueue now wakes them: with its timed
+    poll an hour apart, a worker still starts each run at once, and so does a
+    second one after the first finished."""
+    stack = OwnStack(TEST_ENV, "wake")
+    await stack.start()
+    worker = WorkerProcess(stack.env, extra_env={**stack.extra_env, "WORKER_POLL_SECONDS": "3600"})
+    try:
+        person = new_user()
+        await stack.gql.ok("{ me { id } }", token=person.token)
+        graph = await create_graph(stack.gql, person)
+        await worker.start()
+        await wait_for_log(worker, "listening for wake-ups on")
+        for text in ("first", "second"):
+            started = await execute(stack.gql, person, graph["id"], {"text": text})
+            done = await wait_for_end(stack.gql, person, started["id"], timeout=30)
+            assert done["status"] == "COMPLETED", done
+            assert done["outputs"] == {"result": [text]}
+    finally:
+        await worker.stop()
+        await stack.stop()
+
+
+async def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in worker.log():
+        assert asyncio.get_running_loop().time() < deadline, worker.log()
+        await asyncio.sleep(0.05)

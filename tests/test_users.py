@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from app.models import CreditTransaction, NotificationPreferences, NotificationType, User
 
@@ -118,3 +119,39 @@ async def test_bad_notification_preferences_change_nothing(gql, user):
         assert error["extensions"]["code"] == code, payload
     after = await NotificationPreferences.get(user_id=user.id)
     assert (after.settings, after.daily_limit) == (before.settings, before.daily_limit)
+
+
+async def test_me_raw_read_agrees_with_the_models(gql, new_user):
+    """`me` reads the user and their balance in one SQL statement below the ORM
+    (app/services/users.py): every column it names must be the models' own
+    (a renamed column breaks this test, not production), and its values must
+    be the ORM's, balance included, as `me` shows them."""
+    from app.models import UserBalance
+    from app.services import users
+
+    user_columns = {field.source_field or name for name, field in User._meta.fields_map.items()}
+    assert set(users.USER_COLUMNS) <= user_columns
+    for column in users.USER_COLUMNS:
+        assert f"u.{column}" in users._PG_USER_WITH_BALANCE
+    balance_columns = {
+        field.source_field or name for name, field in UserBalance._meta.fields_map.items()
+    }
+    assert {"user_id", "balance"} <= balance_columns
+    assert User._meta.db_table == "users" and UserBalance._meta.db_table == "user_balances"
+
+    person = new_user()
+    berlin = 'mutation { updateTimezone(timezone: "Europe/Berlin") { id } }'
+    await gql.ok(berlin, token=person.token)
+    await User.filter(id=person.id).update(name="Ada")
+    await UserBalance.filter(user_id=person.id).update(balance=1234)
+    raw = await users.user_with_balance(person.id)
+    model = await User.get(id=person.id)
+    balance = await UserBalance.get(user_id=person.id)
+    assert raw == {
+        **{column: getattr(model, column) for column in users.USER_COLUMNS},
+        "balance": balance.balance,
+    }
+    me = (await gql.ok(ME, token=person.token))["me"]
+    assert (me["name"], me["timezone"], me["credits"]) == ("Ada", "Europe/Berlin", 1234)
+    # No such user: None, and nothing is made.
+    assert await users.user_with_balance(uuid.uuid4()) is None

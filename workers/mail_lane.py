@@ -27,6 +27,7 @@ from workers.jobs.notifications import (
     send_notification_email,
 )
 from workers.lease import leased, shorten_in_progress
+from workers.wakeup import WakeableWorker
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class MailLane:
 
 def start_mail_lane(settings: Settings) -> MailLane:
     worker = shorten_in_progress(
-        Worker(
+        WakeableWorker(
             functions=mail_functions(),
             queue_name=arq_mail_queue_name(settings),
             redis_settings=arq_redis_settings(settings),
@@ -60,7 +61,7 @@ def start_mail_lane(settings: Settings) -> MailLane:
             max_jobs=MAIL_MAX_JOBS,
             # The main worker owns the process's signals and stops this one.
             handle_signals=False,
-            poll_delay=0.05,
+            poll_delay=settings.WORKER_POLL_SECONDS,
         )
     )
     return MailLane(worker, asyncio.create_task(_work(worker), name="mail-lane"))

@@ -161,9 +161,8 @@ def worker_settings() -> type:
         redis_settings = arq_redis_settings(settings)
         queue_name = arq_queue_name(settings)
         health_check_key = arq_health_check_key(settings)
-        # arq looks for new jobs every 0.5 s by default, which was almost all of
-        # the executeGraph -> first event latency; a queue read costs ~0.1 ms.
-        poll_delay = 0.05
+        # Only the fallback: enqueues wake the worker at once (workers/wakeup.py).
+        poll_delay = settings.WORKER_POLL_SECONDS
         handle_signals = True
 
     return WorkerSettings

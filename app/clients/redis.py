@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from arq import ArqRedis
 from arq.connections import RedisSettings
+from arq.jobs import Job
 from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WakingArqRedis(ArqRedis):
+    """arq's client, whose every enqueue of a job due now also publishes a
+    wake-up on the queue's channel: idle workers start it at once instead of at
+    their next queue poll (workers/wakeup.py). The poll stays the fallback, so a
+    lost wake-up only costs WORKER_POLL_SECONDS."""
+
+    async def enqueue_job(self, function: str, *args: Any, **kwargs: Any) -> Job | None:
+        job = await super().enqueue_job(function, *args, **kwargs)
+        deferred = kwargs.get("_defer_until") or kwargs.get("_defer_by")
+        if job is not None and not deferred:
+            queue_name = kwargs.get("_queue_name") or self.default_queue_name
+            try:
+                await self.publish(worker_wakeup_channel(queue_name), b"")
+            except RedisError:  # the job is queued; the poll finds it
+                log.warning("worker wake-up not published", exc_info=True)
+        return job
 
 
 def create_redis(settings: Settings) -> ArqRedis:
     """One client for everything (arq's is a redis.asyncio.Redis that can also
-    enqueue). It connects on first use, so a process starts while Redis is
-    down and /health reports it."""
-    return ArqRedis(
+    enqueue, and wakes workers when it does). It connects on first use, so a
+    process starts while Redis is down and /health reports it."""
+    return WakingArqRedis(
         connection_pool=ConnectionPool.from_url(settings.REDIS_URL),
         default_queue_name=arq_queue_name(settings),
     )
+
+
+def worker_wakeup_channel(queue_name: str) -> str:
+    """Pub/sub channel announcing that a job is due now on `queue_name` (which
+    carries REDIS_PREFIX)."""
+    return f"{queue_name}:wake"
 
 
 def arq_queue_name(settings: Settings) -> str:

@@ -43,6 +43,7 @@ from app.services.graph_validation import (
     parse_uuid,
     validate_graph,
 )
+from app.services.graphs_cache import graphs_changed
 from app.services.pagination import check_page_size, decode_cursor, encode_cursor
 from app.settings import Settings
 
@@ -134,6 +135,7 @@ async def create_graph(
             **library_fields(graph),
             using_db=conn,
         )
+    await graphs_changed(user_id)
     await _give_trigger(settings, user_id, graph_id, spec)
     if source == GraphSource.BUILDER:
         await onboarding.complete_step(settings, user_id, OnboardingStep.BUILDER_SAVE_AGENT)
@@ -193,6 +195,7 @@ async def update_graph(
             await _move_library_entry(conn, user_id, graph)
     except IntegrityError as exc:  # SQLite has no row locks: two saves raced
         raise AppError(ErrorCode.CONFLICT, "The graph was saved concurrently; retry") from exc
+    await graphs_changed(user_id)
     await _give_trigger(settings, user_id, parsed, spec)
     return graph
 
@@ -214,6 +217,7 @@ async def delete_graph(user_id: uuid.UUID, graph_id: str) -> int:
             .using_db(conn)
             .update(is_deleted=True)
         )
+    await graphs_changed(user_id)
     return deleted
 
 
@@ -231,6 +235,7 @@ async def set_active_version(user_id: uuid.UUID, graph_id: str, version: int) ->
         )
         await Graph.filter(id=target.id).using_db(conn).update(is_active=True)
         await _move_library_entry(conn, user_id, target)
+    await graphs_changed(user_id)
     target.is_active = True
     return target
 
@@ -253,6 +258,7 @@ async def update_settings(
         )
     entry.settings = {**DEFAULT_LIBRARY_SETTINGS, **entry.settings, **changes}
     await entry.save(update_fields=["settings", "updated_at"])
+    await graphs_changed(user_id)
     return entry.settings
 
 

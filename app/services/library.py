@@ -30,6 +30,7 @@ from app.models import (
 )
 from app.services import graph_access, graphs, onboarding
 from app.services.graph_validation import parse_uuid
+from app.services.graphs_cache import graphs_changed
 from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.settings import Settings
 
@@ -234,6 +235,7 @@ async def add_store_agent(
                     using_db=conn,
                 )
                 await graph_access.replace_grants(conn, entry, grants)
+            await graphs_changed(user_id)
         except IntegrityError:  # added by a concurrent request
             entry = None
     await onboarding.complete_step(settings, user_id, OnboardingStep.MARKETPLACE_ADD_AGENT)
@@ -259,6 +261,7 @@ async def update_library_agent(
             await _move_to_listed_version(entry, version)
     if is_favorite is not None:
         await LibraryAgent.filter(id=entry.id).update(is_favorite=is_favorite)
+    await graphs_changed(user_id)
     return await library_item(settings, user_id, entry_id)
 
 
@@ -322,4 +325,5 @@ async def remove_library_agent(user_id: uuid.UUID, entry_id: str) -> uuid.UUID:
         await Preset.filter(user_id=user_id, graph_id=entry.graph_id).using_db(conn).delete()
         await Schedule.filter(user_id=user_id, graph_id=entry.graph_id).using_db(conn).delete()
         await LibraryAgent.filter(id=entry.id).using_db(conn).delete()
+    await graphs_changed(user_id)
     return entry.id

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -50,6 +51,39 @@ class _KnownUsers:
 _known_users = _KnownUsers()
 
 
+# `me`, the most frequent request, below the ORM: one joined read of the user
+# and their balance (two ORM reads cost ~0.7 ms of CPU more). The columns are
+# the models' (tests/test_users.py checks each against them, and the values
+# against the ORM's), so a renamed column breaks a test, not production.
+USER_COLUMNS = ("id", "email", "name", "timezone", "created_at")
+_PG_USER_WITH_BALANCE = (
+    "SELECT "
+    + ", ".join(f"u.{column}" for column in USER_COLUMNS)
+    + ", b.balance FROM users u LEFT JOIN user_balances b ON b.user_id = u.id WHERE u.id = $1"
+)
+
+
+async def user_with_balance(user_id: uuid.UUID) -> dict | None:
+    """The user's USER_COLUMNS and `balance` (0 without a balance row), None
+    when there is no such user."""
+    client = connections.get("default")
+    if client.capabilities.dialect != "postgres":
+        user = await User.get_or_none(id=user_id)
+        if user is None:
+            return None
+        _known_users.add(user_id)
+        row = {column: getattr(user, column) for column in USER_COLUMNS}
+        return {**row, "balance": await ledger.get_balance(user_id)}
+    async with client.acquire_connection() as conn:
+        found = await conn.fetchrow(_PG_USER_WITH_BALANCE, user_id)
+    if found is None:
+        return None
+    _known_users.add(user_id)
+    row = dict(found)
+    row["balance"] = row["balance"] or 0
+    return row
+
+
 def starting_credits_key(user_id: uuid.UUID) -> str:
     return f"grant:starting-credits:{user_id}"
 
@@ -59,6 +93,16 @@ async def ensure_user(settings: Settings, principal: Principal) -> uuid.UUID:
     if principal.user_id not in _known_users:
         await get_or_create_user(settings, principal)
     return principal.user_id
+
+
+async def me(settings: Settings, principal: Principal) -> dict:
+    """The caller's user_with_balance row, their user created on first sight."""
+    row = await user_with_balance(principal.user_id)
+    if row is None:
+        await get_or_create_user(settings, principal)
+        row = await user_with_balance(principal.user_id)
+        assert row is not None
+    return row
 
 
 async def get_or_create_user(settings: Settings, principal: Principal) -> User:

@@ -13,6 +13,7 @@ from app import models
 from app.context import Info
 from app.services import graphs as graph_service
 from app.services import trigger_setup
+from app.services.graph_rows import LinkRecord, NodeRecord
 from app.services.graph_validation import Validation
 from schema.types.blocks import Block
 from schema.types.pages import PageInfo
@@ -43,7 +44,7 @@ class Node:
         return Block.from_descriptor(descriptor) if descriptor else None
 
     @classmethod
-    def from_model(cls, row: models.Node, for_export: bool = False) -> Node:
+    def from_model(cls, row: models.Node | NodeRecord, for_export: bool = False) -> Node:
         defaults = row.input_default or {}
         return cls(
             id=row.id,
@@ -63,7 +64,7 @@ class Link:
     is_static: bool
 
     @classmethod
-    def from_model(cls, row: models.Link) -> Link:
+    def from_model(cls, row: models.Link | LinkRecord) -> Link:
         return cls(
             id=row.id,
             source_id=row.source_id,
@@ -103,7 +104,7 @@ class Graph:
     owner_id: strawberry.Private[uuid.UUID]
     for_export: strawberry.Private[bool] = False
 
-    async def _nodes(self, info: Info) -> list[models.Node]:
+    async def _nodes(self, info: Info) -> list[NodeRecord]:
         return await info.context.loaders.nodes.load(self.row_id)
 
     async def _is_owner(self, info: Info) -> bool:

@@ -46,14 +46,30 @@ class User:
     name: str | None
     timezone: str
     created_at: datetime
+    # The balance, when it was read with the user (`me`).
+    known_credits: strawberry.Private[int | None] = None
 
     @strawberry.field(description="Current balance in credits.")
     async def credits(self, info: Info) -> int:
+        if self.known_credits is not None:
+            return self.known_credits
         return await ledger.get_balance(self.id)
 
     @strawberry.field
     async def notification_preferences(self, info: Info) -> NotificationPreferences:
         return NotificationPreferences.from_model(await users.get_notification_preferences(self.id))
+
+    @classmethod
+    def from_row(cls, row: dict) -> User:
+        """From users.user_with_balance."""
+        return cls(
+            id=row["id"],
+            email=row["email"],
+            name=row["name"],
+            timezone=row["timezone"],
+            created_at=row["created_at"],
+            known_credits=row["balance"],
+        )
 
     @classmethod
     def from_model(cls, row: models.User) -> User:

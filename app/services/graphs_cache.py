@@ -1,0 +1,123 @@
+"""A per-user cache of `graphs` responses (issue 14), in Redis through aiocache.
+
+A page of 50 graphs of 20 nodes costs ~150 ms of CPU to build, and clients ask
+for the same page again and again while nothing changed. A response is kept
+under its user's *generation*, a counter that every write to the user's graphs
+(create, update, delete, activate a version, library entries and settings)
+bumps after its transaction commits: entries of older generations are never
+read again and lapse after GRAPHS_CACHE_SECONDS. A reader takes the generation
+before it reads the database, so what it stores can only be older than a write
+whose bump it did not see, and that bump already retired the key it stored
+under. Redis away: no cache (reads go to the database), and a bump that could
+not be made leaves entries at most GRAPHS_CACHE_SECONDS old.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from aiocache import Cache
+from aiocache.serializers import BaseSerializer
+
+from app.blocks.registry import code_version
+from app.services.blocks import _redis_location
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class _JsonBytes(BaseSerializer):
+    """Values go in as JSON and come out as the JSON bytes: a hit is sent as
+    it is (an orjson.Fragment), never decoded and encoded again."""
+
+    DEFAULT_ENCODING = None
+
+    def dumps(self, value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    def loads(self, value: bytes | None) -> bytes | None:
+        return value
+
+
+class GraphsCache:
+    def __init__(self, settings: Settings) -> None:
+        host, port, db = _redis_location(settings)
+        self.seconds = settings.GRAPHS_CACHE_SECONDS
+        self._cache = Cache(
+            Cache.REDIS,
+            endpoint=host,
+            port=port,
+            db=db,
+            namespace=f"{settings.REDIS_PREFIX}graphs-cache:",
+            serializer=_JsonBytes(),
+        )
+
+    @staticmethod
+    def request_key(
+        schema_version: str, text: str, operation_name: str | None, variables: Any
+    ) -> str:
+        """The request's identity: its text, operation and variables, and the
+        schema's and blocks' versions (another release may answer the same
+        request differently)."""
+        raw = orjson.dumps([schema_version, code_version(), text, operation_name, variables])
+        return hashlib.sha256(raw).hexdigest()
+
+    async def lookup(
+        self, user_id: uuid.UUID, request_key: str
+    ) -> tuple[orjson.Fragment | None, int | None]:
+        """(the cached data, as JSON ready to be sent, or None; the generation
+        to store a miss under); (None, None) when Redis does not answer."""
+        if not self.seconds:
+            return None, None
+        try:
+            generation = int(await self._cache.get(f"gen:{user_id}") or 0)
+            data = await self._cache.get(f"{user_id}:{generation}:{request_key}")
+        except Exception:
+            log.warning("graphs cache unavailable", exc_info=True)
+            return None, None
+        return (orjson.Fragment(data) if data is not None else None), generation
+
+    async def store(self, user_id: uuid.UUID, generation: int, request_key: str, data: Any) -> None:
+        try:
+            await self._cache.set(f"{user_id}:{generation}:{request_key}", data, ttl=self.seconds)
+        except Exception:
+            log.warning("graphs cache unavailable", exc_info=True)
+
+    async def changed(self, user_id: uuid.UUID) -> None:
+        """After a committed write to the user's graphs: retire what was cached."""
+        try:
+            await self._cache.increment(f"gen:{user_id}")
+            # Outlives every entry of the generations it retired.
+            await self._cache.expire(f"gen:{user_id}", self.seconds * 2 + 60)
+        except Exception:
+            log.warning("graphs cache generation not bumped", exc_info=True)
+
+    async def aclose(self) -> None:
+        await self._cache.close()
+
+
+# One per process and Redis prefix: services that write graphs reach it without
+# being handed a connection (app/runtime.py closes them).
+_caches: dict[tuple[str, str], GraphsCache] = {}
+
+
+def graphs_cache(settings: Settings | None = None) -> GraphsCache:
+    settings = settings or get_settings()
+    key = (settings.REDIS_URL, settings.REDIS_PREFIX)
+    found = _caches.get(key)
+    if found is None:
+        found = _caches[key] = GraphsCache(settings)
+    return found
+
+
+async def graphs_changed(user_id: uuid.UUID) -> None:
+    await graphs_cache().changed(user_id)
+
+
+async def close_graphs_caches() -> None:
+    while _caches:
+        await _caches.popitem()[1].aclose()

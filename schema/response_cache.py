@@ -1,0 +1,111 @@
+"""Repeated `graphs` requests answered from the per-user cache
+(app/services/graphs_cache.py), by the request gate after it admitted them.
+
+Only a query whose root fields are all `graphs` (or `__typename`), selecting
+nothing that changes without a write to the user's graphs, is cached; what a
+request sees is what the resolvers would give it, permissions included: the
+caller must be signed in and allowed to read graphs before the cache is asked.
+Over HTTP only (websocket and in-process results stay plain data); a response
+says `X-Graphs-Cache: hit` or `miss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    OperationDefinitionNode,
+    OperationType,
+)
+from starlette.responses import Response
+
+from app.errors import AppError
+from app.models import ApiKeyPermission
+from app.services.graphs_cache import GraphsCache, graphs_cache
+
+CACHED_ROOT_FIELDS = frozenset({"graphs", "__typename"})
+# Fields under `graphs` whose values change without a write to the user's graphs.
+VOLATILE_FIELDS = frozenset({"trigger", "triggerDeliveries"})
+HEADER = "X-Graphs-Cache"
+
+
+def cacheable_operations(document: DocumentNode) -> frozenset[str | None]:
+    """Names of the document's operations (None for an anonymous one) that
+    may be answered from the cache."""
+    fragments_ok = not any(
+        _volatile(d) for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    )
+    found: set[str | None] = set()
+    for definition in document.definitions:
+        if not isinstance(definition, OperationDefinitionNode):
+            continue
+        if definition.operation != OperationType.QUERY or not fragments_ok:
+            continue
+        roots = definition.selection_set.selections
+        if not any(isinstance(s, FieldNode) and s.name.value == "graphs" for s in roots):
+            continue
+        if all(
+            isinstance(s, FieldNode) and s.name.value in CACHED_ROOT_FIELDS for s in roots
+        ) and not _volatile(definition):
+            found.add(definition.name.value if definition.name else None)
+    return frozenset(found)
+
+
+def _volatile(node: Any) -> bool:
+    selection_set = getattr(node, "selection_set", None)
+    for selection in selection_set.selections if selection_set else ():
+        if isinstance(selection, FieldNode) and selection.name.value in VOLATILE_FIELDS:
+            return True
+        if _volatile(selection):
+            return True
+    return False
+
+
+@dataclass
+class Miss:
+    cache: GraphsCache
+    user_id: Any
+    generation: int
+    key: str
+
+
+async def answer_from_cache(
+    context: Any, operation_name: str | None, schema_version: str
+) -> Miss | None:
+    """Puts a cached result on the execution context (a hit), or returns what
+    storing this request's result needs (a miss); None when not cached."""
+    ours = context.context
+    if not isinstance(ours.response, Response):
+        return None  # over HTTP only: a hit's data is JSON text (an orjson.Fragment)
+    try:
+        principal = await ours.optional_principal()
+    except AppError:
+        return None  # the resolvers answer the refusal
+    if principal is None or not principal.allows(ApiKeyPermission.READ_GRAPH):
+        return None
+    cache = graphs_cache(ours.settings)
+    key = cache.request_key(schema_version, context.query, operation_name, context.variables)
+    data, generation = await cache.lookup(principal.user_id, key)
+    if generation is None:
+        return None
+    if data is not None:
+        context.result = ExecutionResult(data=data, errors=None)
+        _mark(ours, "hit")
+        return None
+    _mark(ours, "miss")
+    return Miss(cache, principal.user_id, generation, key)
+
+
+async def keep(context: Any, miss: Miss) -> None:
+    result = context.result
+    if isinstance(result, ExecutionResult) and result.data is not None and not result.errors:
+        await miss.cache.store(miss.user_id, miss.generation, miss.key, result.data)
+
+
+def _mark(ours: Any, outcome: str) -> None:
+    ours.response.headers[HEADER] = outcome

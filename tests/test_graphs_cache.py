@@ -1,0 +1,130 @@
+"""The per-user `graphs` response cache (issue 14): a repeated request with
+nothing changed is a hit; every write to the user's graphs is seen at once."""
+
+from __future__ import annotations
+
+from tests.graph_builders import create_graph, echo_graph
+from tests.test_api_keys import create_key
+
+GRAPHS = """query Mine { graphs(first: 10) { totalCount edges { node {
+  id name version isActive settings { humanInTheLoopSafeMode }
+  nodes { id blockId } links { id } } } } }"""
+
+
+async def graphs_seen(gql, user, query: str = GRAPHS, **kw) -> tuple[dict, str | None]:
+    response = await gql.post(query, token=user.token if not kw else None, **kw)
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]["graphs"], response.headers.get("x-graphs-cache")
+
+
+async def cached_now(gql, user) -> dict:
+    """The current answer, asked twice: the second time from the cache."""
+    first, _ = await graphs_seen(gql, user)
+    again, outcome = await graphs_seen(gql, user)
+    assert outcome == "hit"
+    assert again == first
+    return again
+
+
+async def test_a_repeated_request_is_a_hit_and_a_new_graph_is_seen_at_once(gql, user):
+    await create_graph(gql, user, echo_graph("one"))
+    first, outcome = await graphs_seen(gql, user)
+    assert outcome == "miss"
+    assert await cached_now(gql, user) == first
+    await create_graph(gql, user, echo_graph("two"))
+    after, outcome = await graphs_seen(gql, user)
+    assert outcome == "miss"
+    assert after["totalCount"] == first["totalCount"] + 1
+    assert after["edges"][0]["node"]["name"] == "two"
+
+
+async def test_update_delete_and_activate_are_seen_at_once(gql, user):
+    graph = await create_graph(gql, user, echo_graph("before"))
+    await cached_now(gql, user)
+
+    renamed = {**echo_graph("after")}
+    await gql.ok(
+        "mutation($id: ID!, $g: GraphInput!) { updateGraph(id: $id, graph: $g) { version } }",
+        {"id": graph["id"], "g": renamed},
+        token=user.token,
+    )
+    seen, outcome = await graphs_seen(gql, user)
+    mine = next(e["node"] for e in seen["edges"] if e["node"]["id"] == graph["id"])
+    assert (outcome, mine["name"], mine["version"]) == ("miss", "after", 2)
+
+    await cached_now(gql, user)
+    await gql.ok(
+        "mutation($id: ID!) { setActiveGraphVersion(id: $id, version: 1) { id } }",
+        {"id": graph["id"]},
+        token=user.token,
+    )
+    seen, outcome = await graphs_seen(gql, user)
+    mine = next(e["node"] for e in seen["edges"] if e["node"]["id"] == graph["id"])
+    assert (outcome, mine["name"], mine["version"]) == ("miss", "before", 1)
+
+    await cached_now(gql, user)
+    delete = "mutation($id: ID!) { deleteGraph(id: $id) }"
+    await gql.ok(delete, {"id": graph["id"]}, token=user.token)
+    seen, outcome = await graphs_seen(gql, user)
+    assert outcome == "miss"
+    assert graph["id"] not in [e["node"]["id"] for e in seen["edges"]]
+
+
+async def test_graph_settings_are_seen_at_once(gql, user):
+    graph = await create_graph(gql, user, echo_graph("settled"))
+    before = await cached_now(gql, user)
+    mine = next(e["node"] for e in before["edges"] if e["node"]["id"] == graph["id"])
+    assert mine["settings"]["humanInTheLoopSafeMode"] is False
+    await gql.ok(
+        "mutation($id: ID!) { updateGraphSettings(id: $id, settings: "
+        "{ humanInTheLoopSafeMode: true }) { humanInTheLoopSafeMode } }",
+        {"id": graph["id"]},
+        token=user.token,
+    )
+    seen, outcome = await graphs_seen(gql, user)
+    mine = next(e["node"] for e in seen["edges"] if e["node"]["id"] == graph["id"])
+    assert (outcome, mine["settings"]["humanInTheLoopSafeMode"]) == ("miss", True)
+
+
+async def test_one_users_writes_leave_anothers_cache_and_never_share_it(gql, new_user):
+    ada, bob = new_user(), new_user()
+    await create_graph(gql, ada, echo_graph("ada's"))
+    await create_graph(gql, bob, echo_graph("bob's"))
+    adas = await cached_now(gql, ada)
+    bobs, outcome = await graphs_seen(gql, bob)
+    assert outcome == "miss"  # the same text, another user: never ada's entry
+    assert [e["node"]["name"] for e in bobs["edges"]] == ["bob's"]
+    await create_graph(gql, bob, echo_graph("bob's second"))
+    again, outcome = await graphs_seen(gql, ada)
+    assert (outcome, again) == ("hit", adas)
+
+
+async def test_permissions_still_apply_to_a_cached_answer(gql, user):
+    await create_graph(gql, user)
+    await cached_now(gql, user)
+    no_read = await create_key(gql, user, permissions=("EXECUTE_GRAPH",))
+    response = await gql.post(GRAPHS, api_key=no_read["plainTextKey"])
+    body = response.json()
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+    assert response.headers.get("x-graphs-cache") is None
+    assert await gql.error_code(GRAPHS, token="not-a-token") == "UNAUTHENTICATED"
+    assert await gql.error_code(GRAPHS) == "UNAUTHENTICATED"
+    reader = await create_key(gql, user, permissions=("READ_GRAPH",))
+    response = await gql.post(GRAPHS, api_key=reader["plainTextKey"])
+    assert response.headers.get("x-graphs-cache") == "hit"
+    assert "errors" not in response.json()
+
+
+async def test_volatile_fields_and_mixed_operations_are_never_cached(gql, user):
+    await create_graph(gql, user)
+    for query in (
+        "{ graphs { edges { node { id trigger { __typename } } } } }",
+        "query { graphs { edges { node { ...T } } } } "
+        "fragment T on Graph { triggerDeliveries { __typename } }",
+        "{ graphs { totalCount } me { credits } }",
+    ):
+        for _ in range(2):
+            response = await gql.post(query, token=user.token)
+            assert "errors" not in response.json(), response.json()
+            assert response.headers.get("x-graphs-cache") is None, query
