@@ -7,6 +7,7 @@ far ahead (2027) makes upcomingRunTimes start where a test needs it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -232,6 +233,27 @@ async def test_a_hostile_update_is_refused(gql, user):
         error = await gql.error(UPDATE, {"id": schedule["id"], "input": changes}, token=user.token)
         assert error["extensions"]["code"] in {"BAD_USER_INPUT", "GRAPH_VALIDATION_FAILED"}
     assert await shown(gql, user, schedule["id"]) == before
+
+
+async def test_concurrent_updates_of_different_fields_both_land(gql, user):
+    """Two clients change different fields at once: each update merges into the
+    schedule as it is when it writes, so neither undoes the other's change."""
+    graph = await create_graph(gql, user)
+    for round_ in range(8):
+        schedule = await create_schedule(gql, user, graph["id"], cron="0 3 * * *")
+        await asyncio.gather(
+            gql.ok(
+                UPDATE, {"id": schedule["id"], "input": {"name": f"r{round_}"}}, token=user.token
+            ),
+            gql.ok(
+                UPDATE,
+                {"id": schedule["id"], "input": {"cron": "0 4 * * *", "maxCredits": 9}},
+                token=user.token,
+            ),
+        )
+        final = await shown(gql, user, schedule["id"])
+        assert (final["name"], final["cron"], final["maxCredits"]) == (f"r{round_}", "0 4 * * *", 9)
+        assert when(final["nextRunTime"]).hour == 4
 
 
 # ------------------------------------------------------------------ upcoming run times
