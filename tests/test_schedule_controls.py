@@ -23,6 +23,7 @@ from tests.conftest import TEST_ENV
 from tests.graph_builders import create_graph, echo_graph
 from tests.harness import WorkerProcess
 from tests.test_api_keys import create_key
+from tests.test_graphs import hostile_time_cursors
 from tests.test_schedules import YEARLY, create_schedule, make_due, wait_until, when
 
 FIELDS = """id name graphId graphVersion cron timezone inputs nextRunTime isPaused maxCredits
@@ -389,6 +390,9 @@ async def test_firing_history_shows_runs_and_skips_with_reasons(gql, user, worke
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
     bad = await gql.error(HISTORY, {"after": "garbage"}, token=user.token)
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
+    for cursor in hostile_time_cursors():
+        bad = await gql.error(HISTORY, {"after": cursor}, token=user.token)
+        assert bad["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 # ------------------------------------------------------------------ ownership, keys
