@@ -24,6 +24,7 @@ from tests.graph_builders import create_graph, echo_graph
 from tests.harness import WorkerProcess
 from tests.test_api_keys import create_key
 from tests.test_graphs import hostile_time_cursors
+from tests.test_presets import create_preset
 from tests.test_schedules import YEARLY, create_schedule, make_due, wait_until, when
 
 FIELDS = """id name graphId graphVersion cron timezone inputs nextRunTime isPaused maxCredits
@@ -234,6 +235,47 @@ async def test_a_hostile_update_is_refused(gql, user):
         error = await gql.error(UPDATE, {"id": schedule["id"], "input": changes}, token=user.token)
         assert error["extensions"]["code"] in {"BAD_USER_INPUT", "GRAPH_VALIDATION_FAILED"}
     assert await shown(gql, user, schedule["id"]) == before
+
+
+async def test_a_preset_schedule_refuses_a_version_it_would_not_run(gql, user):
+    """A schedule on a preset fires the preset's version: a graphVersion other than
+    the preset's (which the firing would ignore) is refused, in create and update."""
+    graph = await create_graph(gql, user)
+    await gql.ok(
+        "mutation($id: ID!, $g: GraphInput!) { updateGraph(id: $id, graph: $g) { version } }",
+        {"id": graph["id"], "g": echo_graph("v2")},
+        token=user.token,
+    )
+    preset = await create_preset(gql, user, graph["id"], graphVersion=1, inputs={"text": "x"})
+    schedule = await create_schedule(gql, user, graph["id"], presetId=preset["id"], inputs={})
+    assert schedule["graphVersion"] == 1
+    before = await shown(gql, user, schedule["id"])
+    error = await gql.error(
+        UPDATE, {"id": schedule["id"], "input": {"graphVersion": 2}}, token=user.token
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["field"] == "graphVersion"
+    assert await shown(gql, user, schedule["id"]) == before
+    error = await gql.error(
+        "mutation($input: ScheduleInput!) { createSchedule(input: $input) { id } }",
+        {
+            "input": {
+                "graphId": graph["id"],
+                "graphVersion": 2,
+                "presetId": preset["id"],
+                "name": "s",
+                "cron": "0 9 * * 1",
+            }
+        },
+        token=user.token,
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    # The preset's own version may be named, and other fields still change.
+    same = {"graphVersion": 1, "name": "renamed"}
+    updated = (await gql.ok(UPDATE, {"id": schedule["id"], "input": same}, token=user.token))[
+        "updateSchedule"
+    ]
+    assert (updated["graphVersion"], updated["name"]) == (1, "renamed")
 
 
 async def test_concurrent_updates_of_different_fields_both_land(gql, user):
