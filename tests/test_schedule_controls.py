@@ -19,6 +19,7 @@ from app.clock import utcnow
 from app.models import CreditTransactionType, Execution, Schedule, ScheduleFiring
 from app.services import ledger
 from app.services.cron_times import next_fire_time
+from app.services.schedule_controls import upcoming_run_times
 from tests.conftest import TEST_ENV
 from tests.graph_builders import create_graph, echo_graph
 from tests.harness import WorkerProcess
@@ -367,6 +368,20 @@ async def test_fifty_upcoming_run_times(gql, user):
     ]
     assert len(times) == 50
     assert all(b - a == timedelta(minutes=15) for a, b in pairwise(times))
+
+
+def test_an_overdue_schedule_shows_times_after_its_catch_up_firing():
+    """Workers were down for an hour: the missed due time fires once, then the cron
+    goes on from then, so the times after it are in the future, not the missed
+    ones. (The function under Schedule.upcomingRunTimes, on an unsaved row: a
+    running scheduler would fire a stored overdue schedule before a query saw it.)"""
+    missed = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
+    row = Schedule(cron="*/10 * * * *", timezone="UTC", next_run_at=missed, is_paused=False)
+    before = utcnow()
+    times = upcoming_run_times(row, 4)
+    assert times[0] == missed  # due now: fired once on the next poll
+    assert all(before < t <= utcnow() + timedelta(minutes=40) for t in times[1:]), times
+    assert all(b - a == timedelta(minutes=10) for a, b in pairwise(times[1:]))
 
 
 # ------------------------------------------------------------------ firing history

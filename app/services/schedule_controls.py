@@ -142,9 +142,12 @@ def upcoming_run_times(row: Schedule, count: int) -> list[datetime]:
     zone = schedule_zone(row.timezone)
     times: list[datetime] = []
     due = None if row.is_paused else row.next_run_at
+    now = utcnow()
     while due is not None and len(times) < count:
         times.append(due.astimezone(zone))
-        due = next_fire_time(row.cron, zone, due)
+        # An overdue time fires once, then the cron goes on from the firing
+        # (fire_next_due): the times it missed meanwhile are not ahead.
+        due = next_fire_time(row.cron, zone, max(due, now))
     return times
 
 
