@@ -4,6 +4,8 @@ charges alike; the balance never drops by more than the budget."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +17,8 @@ from tests.execution_helpers import OwnStack, wait_for_end, wait_for_node
 from tests.graph_builders import create_graph, link, node, node_ids
 
 ME = "{ me { credits } }"
+# A worker frozen this long, less than its lease (workers/lease.py): it resumes its run.
+STALL_SECONDS = 6
 EXECUTE = """mutation($id: ID!, $inputs: JSON! = {}, $max: Int) {
   executeGraph(graphId: $id, inputs: $inputs, maxCredits: $max) { id status maxCredits } }"""
 
@@ -204,3 +208,34 @@ async def test_a_resumed_run_counts_what_it_was_charged_before_the_crash(own_sta
     assert done["stats"]["error"].startswith("Budget exceeded")
     assert before - await credits(gql, user) == 4
     assert await usage_total([done["id"]]) == 4
+
+
+async def test_a_stalled_worker_charges_the_run_time_a_budget_has_room_for(own_stack, new_user):
+    """The worker is frozen (SIGSTOP: its event loop stops, as under a long GC
+    pause or a starved CPU) while a 5 s Wait runs under a roomy budget: when it
+    thaws the wait is over, having run past the seconds it held. It is charged
+    its run time like a run without a budget, not just the seconds it held."""
+    gql = own_stack.gql
+    user = new_user()
+    spec = {"name": "stalled", "nodes": [node("wait", "Wait", input="x", seconds=5)], "links": []}
+    graph = await create_graph(gql, user, spec)
+    ids = node_ids(spec, graph)
+    before = await credits(gql, user)
+    worker = own_stack.worker()
+    await worker.start()
+    try:
+        variables = {"id": graph["id"], "inputs": {}, "max": 100}
+        started = (await gql.ok(EXECUTE, variables, token=user.token))["executeGraph"]
+        await wait_for_node(gql, user, started["id"], ids["wait"], {"RUNNING"})
+        worker.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(STALL_SECONDS)  # the stall itself, not a wait for anything
+        finally:
+            worker.process.send_signal(signal.SIGCONT)
+        done = await wait_for_end(gql, user, started["id"], timeout=60)
+    finally:
+        await worker.stop()
+    assert done["status"] == "COMPLETED", done
+    # It ran at least the stall (less than its lease: no other runner took over).
+    assert done["stats"]["cost"] >= STALL_SECONDS
+    assert before - await credits(gql, user) == done["stats"]["cost"] <= 100
