@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.models import CreditTransaction, CreditTransactionType, Execution
+from app.models import CreditTransaction, CreditTransactionType, Execution, NodeExecution
 from tests.agent_helpers import LlmStack, llm_stack
 from tests.conftest import TEST_ENV
 from tests.execution_helpers import OwnStack, wait_for_end, wait_for_node
 from tests.graph_builders import create_graph, link, node, node_ids
+from tests.test_schedules import wait_until
 
 ME = "{ me { credits } }"
+STOP = "mutation($id: ID!) { stopExecution(id: $id) { id } }"
 # A worker frozen this long, less than its lease (workers/lease.py): it resumes its run.
 STALL_SECONDS = 6
 EXECUTE = """mutation($id: ID!, $inputs: JSON! = {}, $max: Int) {
@@ -85,6 +87,32 @@ async def test_up_front_charges_stop_at_the_budget(stack, new_user):
     # show why; none of them ran.
     refused = [n for n in done["nodeExecutions"] if n["error"] == "Budget exceeded"]
     assert refused and all(n["status"] == "FAILED" and n["startedAt"] is None for n in refused)
+
+
+async def test_a_stop_racing_a_budget_failure_keeps_every_charge_on_its_node(stack, new_user):
+    """stopExecution arrives while the run is ending FAILED on its budget: nodes
+    whose up-front charge is under way are cancelled twice (by the budget failure,
+    then by the stop). Every charge made shows on its node and in the run's cost,
+    and the run is never charged past its budget."""
+    gql = stack.gql
+    user = new_user()
+    graph = await create_graph(gql, user, requests_graph(stack.stand_in.echo_url, 30))
+    for charges_before_stop in (0, 1, 2, 4, 6, 8, 10, 11):
+        variables = {"id": graph["id"], "inputs": {}, "max": 12}
+        started = (await gql.ok(EXECUTE, variables, token=user.token))["executeGraph"]
+
+        async def charged(execution_id=started["id"], at_least=charges_before_stop):
+            return await usage_total([execution_id]) >= at_least
+
+        await wait_until(charged, what=f"{charges_before_stop} charges")
+        await gql.ok(STOP, {"id": started["id"]}, token=user.token)
+        done = await wait_for_end(gql, user, started["id"], timeout=60)
+        assert done["status"] in {"FAILED", "TERMINATED"}
+        total = await usage_total([done["id"]])
+        rows = await NodeExecution.filter(execution_id=done["id"]).values_list("cost", flat=True)
+        shown = (done["stats"] or {}).get("cost", 0)
+        assert (sum(rows), shown) == (total, total), (charges_before_stop, done["stats"])
+        assert total <= 12
 
 
 async def test_a_budget_the_run_fits_in_changes_nothing(stack, new_user):
