@@ -4,17 +4,23 @@ charges alike; the balance never drops by more than the budget."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
-from app.models import CreditTransaction, CreditTransactionType, Execution
+from app.models import CreditTransaction, CreditTransactionType, Execution, NodeExecution
 from tests.agent_helpers import LlmStack, llm_stack
 from tests.conftest import TEST_ENV
 from tests.execution_helpers import OwnStack, wait_for_end, wait_for_node
 from tests.graph_builders import create_graph, link, node, node_ids
+from tests.test_schedules import wait_until
 
 ME = "{ me { credits } }"
+STOP = "mutation($id: ID!) { stopExecution(id: $id) { id } }"
+# A worker frozen this long, less than its lease (workers/lease.py): it resumes its run.
+STALL_SECONDS = 6
 EXECUTE = """mutation($id: ID!, $inputs: JSON! = {}, $max: Int) {
   executeGraph(graphId: $id, inputs: $inputs, maxCredits: $max) { id status maxCredits } }"""
 
@@ -81,6 +87,32 @@ async def test_up_front_charges_stop_at_the_budget(stack, new_user):
     # show why; none of them ran.
     refused = [n for n in done["nodeExecutions"] if n["error"] == "Budget exceeded"]
     assert refused and all(n["status"] == "FAILED" and n["startedAt"] is None for n in refused)
+
+
+async def test_a_stop_racing_a_budget_failure_keeps_every_charge_on_its_node(stack, new_user):
+    """stopExecution arrives while the run is ending FAILED on its budget: nodes
+    whose up-front charge is under way are cancelled twice (by the budget failure,
+    then by the stop). Every charge made shows on its node and in the run's cost,
+    and the run is never charged past its budget."""
+    gql = stack.gql
+    user = new_user()
+    graph = await create_graph(gql, user, requests_graph(stack.stand_in.echo_url, 30))
+    for charges_before_stop in (0, 1, 2, 4, 6, 8, 10, 11):
+        variables = {"id": graph["id"], "inputs": {}, "max": 12}
+        started = (await gql.ok(EXECUTE, variables, token=user.token))["executeGraph"]
+
+        async def charged(execution_id=started["id"], at_least=charges_before_stop):
+            return await usage_total([execution_id]) >= at_least
+
+        await wait_until(charged, what=f"{charges_before_stop} charges")
+        await gql.ok(STOP, {"id": started["id"]}, token=user.token)
+        done = await wait_for_end(gql, user, started["id"], timeout=60)
+        assert done["status"] in {"FAILED", "TERMINATED"}
+        total = await usage_total([done["id"]])
+        rows = await NodeExecution.filter(execution_id=done["id"]).values_list("cost", flat=True)
+        shown = (done["stats"] or {}).get("cost", 0)
+        assert (sum(rows), shown) == (total, total), (charges_before_stop, done["stats"])
+        assert total <= 12
 
 
 async def test_a_budget_the_run_fits_in_changes_nothing(stack, new_user):
@@ -204,3 +236,34 @@ async def test_a_resumed_run_counts_what_it_was_charged_before_the_crash(own_sta
     assert done["stats"]["error"].startswith("Budget exceeded")
     assert before - await credits(gql, user) == 4
     assert await usage_total([done["id"]]) == 4
+
+
+async def test_a_stalled_worker_charges_the_run_time_a_budget_has_room_for(own_stack, new_user):
+    """The worker is frozen (SIGSTOP: its event loop stops, as under a long GC
+    pause or a starved CPU) while a 5 s Wait runs under a roomy budget: when it
+    thaws the wait is over, having run past the seconds it held. It is charged
+    its run time like a run without a budget, not just the seconds it held."""
+    gql = own_stack.gql
+    user = new_user()
+    spec = {"name": "stalled", "nodes": [node("wait", "Wait", input="x", seconds=5)], "links": []}
+    graph = await create_graph(gql, user, spec)
+    ids = node_ids(spec, graph)
+    before = await credits(gql, user)
+    worker = own_stack.worker()
+    await worker.start()
+    try:
+        variables = {"id": graph["id"], "inputs": {}, "max": 100}
+        started = (await gql.ok(EXECUTE, variables, token=user.token))["executeGraph"]
+        await wait_for_node(gql, user, started["id"], ids["wait"], {"RUNNING"})
+        worker.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(STALL_SECONDS)  # the stall itself, not a wait for anything
+        finally:
+            worker.process.send_signal(signal.SIGCONT)
+        done = await wait_for_end(gql, user, started["id"], timeout=60)
+    finally:
+        await worker.stop()
+    assert done["status"] == "COMPLETED", done
+    # It ran at least the stall (less than its lease: no other runner took over).
+    assert done["stats"]["cost"] >= STALL_SECONDS
+    assert before - await credits(gql, user) == done["stats"]["cost"] <= 100

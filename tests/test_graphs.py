@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 
 from app.models import Graph, LibraryAgent, Link, Node, Schedule
@@ -343,6 +345,17 @@ async def test_graphs_lists_active_versions_newest_first_with_cursors(gql, new_u
 async def test_graphs_bad_paging_input(gql, user):
     for variables in ({"first": 0}, {"first": 101}, {"first": 5, "after": "garbage!"}):
         assert await gql.error_code(LIST, variables, token=user.token) == "BAD_USER_INPUT"
+    # Well-formed cursors whose time cannot be brought to UTC (year 1 at +14:00,
+    # year 9999 at -14:00): a clear error, not the database refusing the value.
+    for cursor in hostile_time_cursors():
+        variables = {"first": 5, "after": cursor}
+        assert await gql.error_code(LIST, variables, token=user.token) == "BAD_USER_INPUT"
+
+
+def hostile_time_cursors() -> list[str]:
+    row_id = "00000000-0000-0000-0000-000000000000"
+    times = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
+    return [base64.urlsafe_b64encode(json.dumps([at, row_id]).encode()).decode() for at in times]
 
 
 async def test_api_key_scopes_for_graphs(gql, user):

@@ -7,6 +7,7 @@ far ahead (2027) makes upcomingRunTimes start where a test needs it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -18,10 +19,13 @@ from app.clock import utcnow
 from app.models import CreditTransactionType, Execution, Schedule, ScheduleFiring
 from app.services import ledger
 from app.services.cron_times import next_fire_time
+from app.services.schedule_controls import upcoming_run_times
 from tests.conftest import TEST_ENV
 from tests.graph_builders import create_graph, echo_graph
 from tests.harness import WorkerProcess
 from tests.test_api_keys import create_key
+from tests.test_graphs import hostile_time_cursors
+from tests.test_presets import create_preset
 from tests.test_schedules import YEARLY, create_schedule, make_due, wait_until, when
 
 FIELDS = """id name graphId graphVersion cron timezone inputs nextRunTime isPaused maxCredits
@@ -234,6 +238,68 @@ async def test_a_hostile_update_is_refused(gql, user):
     assert await shown(gql, user, schedule["id"]) == before
 
 
+async def test_a_preset_schedule_refuses_a_version_it_would_not_run(gql, user):
+    """A schedule on a preset fires the preset's version: a graphVersion other than
+    the preset's (which the firing would ignore) is refused, in create and update."""
+    graph = await create_graph(gql, user)
+    await gql.ok(
+        "mutation($id: ID!, $g: GraphInput!) { updateGraph(id: $id, graph: $g) { version } }",
+        {"id": graph["id"], "g": echo_graph("v2")},
+        token=user.token,
+    )
+    preset = await create_preset(gql, user, graph["id"], graphVersion=1, inputs={"text": "x"})
+    schedule = await create_schedule(gql, user, graph["id"], presetId=preset["id"], inputs={})
+    assert schedule["graphVersion"] == 1
+    before = await shown(gql, user, schedule["id"])
+    error = await gql.error(
+        UPDATE, {"id": schedule["id"], "input": {"graphVersion": 2}}, token=user.token
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["field"] == "graphVersion"
+    assert await shown(gql, user, schedule["id"]) == before
+    error = await gql.error(
+        "mutation($input: ScheduleInput!) { createSchedule(input: $input) { id } }",
+        {
+            "input": {
+                "graphId": graph["id"],
+                "graphVersion": 2,
+                "presetId": preset["id"],
+                "name": "s",
+                "cron": "0 9 * * 1",
+            }
+        },
+        token=user.token,
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    # The preset's own version may be named, and other fields still change.
+    same = {"graphVersion": 1, "name": "renamed"}
+    updated = (await gql.ok(UPDATE, {"id": schedule["id"], "input": same}, token=user.token))[
+        "updateSchedule"
+    ]
+    assert (updated["graphVersion"], updated["name"]) == (1, "renamed")
+
+
+async def test_concurrent_updates_of_different_fields_both_land(gql, user):
+    """Two clients change different fields at once: each update merges into the
+    schedule as it is when it writes, so neither undoes the other's change."""
+    graph = await create_graph(gql, user)
+    for round_ in range(8):
+        schedule = await create_schedule(gql, user, graph["id"], cron="0 3 * * *")
+        await asyncio.gather(
+            gql.ok(
+                UPDATE, {"id": schedule["id"], "input": {"name": f"r{round_}"}}, token=user.token
+            ),
+            gql.ok(
+                UPDATE,
+                {"id": schedule["id"], "input": {"cron": "0 4 * * *", "maxCredits": 9}},
+                token=user.token,
+            ),
+        )
+        final = await shown(gql, user, schedule["id"])
+        assert (final["name"], final["cron"], final["maxCredits"]) == (f"r{round_}", "0 4 * * *", 9)
+        assert when(final["nextRunTime"]).hour == 4
+
+
 # ------------------------------------------------------------------ upcoming run times
 
 
@@ -304,6 +370,20 @@ async def test_fifty_upcoming_run_times(gql, user):
     assert all(b - a == timedelta(minutes=15) for a, b in pairwise(times))
 
 
+def test_an_overdue_schedule_shows_times_after_its_catch_up_firing():
+    """Workers were down for an hour: the missed due time fires once, then the cron
+    goes on from then, so the times after it are in the future, not the missed
+    ones. (The function under Schedule.upcomingRunTimes, on an unsaved row: a
+    running scheduler would fire a stored overdue schedule before a query saw it.)"""
+    missed = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
+    row = Schedule(cron="*/10 * * * *", timezone="UTC", next_run_at=missed, is_paused=False)
+    before = utcnow()
+    times = upcoming_run_times(row, 4)
+    assert times[0] == missed  # due now: fired once on the next poll
+    assert all(before < t <= utcnow() + timedelta(minutes=40) for t in times[1:]), times
+    assert all(b - a == timedelta(minutes=10) for a, b in pairwise(times[1:]))
+
+
 # ------------------------------------------------------------------ firing history
 
 
@@ -367,6 +447,9 @@ async def test_firing_history_shows_runs_and_skips_with_reasons(gql, user, worke
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
     bad = await gql.error(HISTORY, {"after": "garbage"}, token=user.token)
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
+    for cursor in hostile_time_cursors():
+        bad = await gql.error(HISTORY, {"after": cursor}, token=user.token)
+        assert bad["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 # ------------------------------------------------------------------ ownership, keys

@@ -107,7 +107,9 @@ def node_cost_range(block: Block, known: Mapping[str, Any], unknown: set[str]) -
 
     run_sure, run_min, run_max = _rates(run_costs, known, unknown)
     byte_sure, byte_min, byte_max = _rates(byte_costs, known, unknown)
-    size = input_size_bytes(known)
+    # Sized only for BYTE costs: serialising a large run input once per node of a
+    # big graph is what made estimates slow, and nothing else needs the size.
+    size = input_size_bytes(known) if byte_costs else 0
     # Bytes are known only when no pin's value arrives during the run.
     fixed = run_sure + (0 if unknown else byte_sure * size)
     min_up_front = run_min + byte_min * size

@@ -6,7 +6,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.expressions import Q
@@ -29,8 +29,11 @@ def decode_cursor(cursor: str) -> Cursor:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return Cursor(datetime.fromisoformat(created_at), str(row_id))
-    except (ValueError, TypeError) as exc:
+        at = datetime.fromisoformat(created_at)
+        # In UTC here, as the database compares it: a time that has no UTC form
+        # (year 1 at +14:00) is a bad cursor, not a database error.
+        return Cursor(at.astimezone(UTC) if at.tzinfo else at, str(row_id))
+    except (ValueError, TypeError, OverflowError) as exc:
         raise bad_input("Invalid cursor", field="after") from exc
 
 

@@ -5,9 +5,10 @@
   by any worker; a firing already under way finishes first, then the pause holds.
 - Resuming sets the due time to the first cron time after now: what was missed
   while paused is not fired, not even once.
-- updateSchedule checks the merged schedule exactly like createSchedule and
-  writes nothing unless every check passes; a new cron or time zone moves the due
-  time to the first new cron time after now (a paused schedule stays paused).
+- updateSchedule merges the changes into the row under its lock, checks the
+  result exactly like createSchedule and writes nothing unless every check
+  passes; a new cron or time zone moves the due time to the first new cron time
+  after now (a paused schedule stays paused).
 - A firing is kept for each due time that came (fired, or skipped with the
   reason); a paused schedule has no due times, so pausing leaves none.
 """
@@ -117,10 +118,12 @@ def _merged(row: Schedule, changes: ScheduleChanges) -> ScheduleSpec:
 async def update_schedule(
     settings: Settings, user_id: uuid.UUID, schedule_id: str, changes: ScheduleChanges
 ) -> Schedule:
-    row = await get_schedule(user_id, schedule_id)
-    valid = await validate_spec(settings, user_id, _merged(row, changes))
     async with in_transaction() as conn:
+        # Merged from the row as locked: two updates changing different fields at
+        # once both land (merging from an earlier read let the second write the
+        # first one's field back to its old value).
         row = await _locked(user_id, schedule_id, conn)
+        valid = await validate_spec(settings, user_id, _merged(row, changes))
         timing_changed = (valid.cron, valid.timezone) != (row.cron, row.timezone)
         fields = vars(valid)
         next_run_at = fields.pop("next_run_at")
@@ -139,9 +142,12 @@ def upcoming_run_times(row: Schedule, count: int) -> list[datetime]:
     zone = schedule_zone(row.timezone)
     times: list[datetime] = []
     due = None if row.is_paused else row.next_run_at
+    now = utcnow()
     while due is not None and len(times) < count:
         times.append(due.astimezone(zone))
-        due = next_fire_time(row.cron, zone, due)
+        # An overdue time fires once, then the cron goes on from the firing
+        # (fire_next_due): the times it missed meanwhile are not ahead.
+        due = next_fire_time(row.cron, zone, max(due, now))
     return times
 
 

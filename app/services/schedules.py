@@ -130,6 +130,14 @@ async def validate_spec(
         user_id, spec.graph_id, spec.graph_version, inputs, credentials, spec.preset_id
     )
     graph = request.graph
+    if request.preset and spec.graph_version not in (None, request.preset.graph_version):
+        # Its firings run the preset's current version (they pass no version), so
+        # another version would be checked here but never run.
+        raise bad_input(
+            "A schedule on a preset runs the preset's graph version: "
+            "change the preset's version instead",
+            field="graphVersion",
+        )
     nodes = await Node.filter(graph_id=graph.id)
     validation = check_run_inputs(settings, nodes, request.inputs)
     await run_requests.check_credentials(settings, user_id, request, nodes, validation)

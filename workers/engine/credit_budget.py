@@ -6,9 +6,9 @@ with "Budget exceeded" before the charge that would pass it, and that charge is
 never made. Post-paid (per-second) costs hold the budget too: a node with one
 holds a second's worth when it starts and one more second each time it has run
 through what it holds; when the budget has none left the node is stopped and
-charged what it held, which is what the budget allowed. The charge for a node's
-run time is capped at what it held (it ran at most half a second more, which the
-run-time rounding forgives anyway).
+charged what it held, which is what the budget allowed. A node that ran past
+what it held (its worker stalled, so the watch came late) is charged its run
+time as far as the budget has room.
 
 One runner works on a run at a time (ownership.py), so the accounting lives in
 that runner's memory; a resumed run starts from what the ledger says its family
@@ -85,12 +85,14 @@ class CreditBudget:
         return True
 
     def settle(self, node_execution_id: uuid.UUID, cost: int) -> int:
-        """A post-paid node's run-time cost, capped at what it held; the rest goes back."""
+        """A post-paid node's run-time cost: what it held, and what it ran past that
+        (its worker stalled, so the budget's watch ran late) as far as the budget
+        has room; what it held beyond its cost goes back."""
         held = self.held.pop(node_execution_id, None)
         if held is None:
             return cost
-        cost = min(cost, held)
-        self.committed -= held - cost
+        cost = min(cost, held + max(0, self.limit - self.committed))
+        self.committed += cost - held
         return cost
 
     async def run_within(

@@ -12,6 +12,7 @@ it had done, for the stop to charge and keep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -172,7 +173,12 @@ async def _charge_up_front(run: GraphRun, progress: NodeProgress) -> int:
     try:
         return await asyncio.shield(charge)
     except asyncio.CancelledError:
-        await asyncio.wait([charge])
+        # Cancelled again while waiting (a stop arriving while the run already
+        # cancels its nodes for a budget failure): keep waiting, or the charge
+        # ends unseen and its node and the run's cost miss it.
+        while not charge.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([charge])
         if not charge.cancelled() and charge.exception() is None:
             progress.charged = charge.result()
         raise
