@@ -2,8 +2,11 @@
 runs of one user hold a slot at a time, across every worker, and slots go
 round-robin between users.
 
-A run holds a slot while it is RUNNING, or QUEUED with `admitted_at` set (a
-worker admitted it and is starting it). The count lives in the database and an
+A run holds a slot while it is RUNNING, or QUEUED or REVIEW with `admitted_at`
+set (a worker admitted it and is starting or resuming it). A run that pauses for
+human review gives its slot back (its `admitted_at` is cleared); once decided,
+it waits for a slot like a queued run before it resumes, or a user at the cap
+would run one more than the cap. The count lives in the database and an
 admission is decided in one transaction: on PostgreSQL under a transaction-level
 advisory lock, so two workers never both admit past a user's cap; on SQLite
 (`make dev`, one worker) under a lock of this process.
@@ -50,21 +53,32 @@ ADMISSION_LOCK = 0x61676772756E73  # "aggruns"
 FRONT_MS = 86_400_000
 _sqlite_admissions = asyncio.Lock()
 
-# Runs holding a slot per user, and each user's waiting runs numbered oldest first;
+# Runs holding a slot per user, and each user's waiting runs numbered oldest first
+# (QUEUED ones, and REVIEW ones with a decision to resume with: waiting for review
+# gave their slot back, so resuming takes one again);
 # the waiting runs that fit under their user's cap, ordered by (slots their user
 # would then hold, age): round-robin between users, oldest first within one.
 _FAIREST = """
 WITH active AS (
   SELECT user_id, COUNT(*) AS n FROM executions
   WHERE parent_execution_id IS NULL
-    AND (status = 'RUNNING' OR (status = 'QUEUED' AND admitted_at IS NOT NULL))
+    AND (status = 'RUNNING' OR (status IN ('QUEUED', 'REVIEW') AND admitted_at IS NOT NULL))
   GROUP BY user_id
+), unadmitted AS (
+  SELECT id, user_id, created_at FROM executions
+  WHERE status = 'QUEUED' AND admitted_at IS NULL AND parent_execution_id IS NULL
+    AND run_queue = {queue}
+  UNION ALL
+  SELECT id, user_id, created_at FROM executions e
+  WHERE status = 'REVIEW' AND admitted_at IS NULL AND parent_execution_id IS NULL
+    AND run_queue = {queue} AND EXISTS (
+      SELECT 1 FROM node_reviews r JOIN node_executions n ON n.id = r.id
+      WHERE r.root_execution_id = e.id AND n.status = 'REVIEW'
+        AND r.status IN ('APPROVED', 'REJECTED', 'EXPIRED'))
 ), waiting AS (
   SELECT id, user_id, created_at,
     ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY created_at, id) AS place
-  FROM executions
-  WHERE status = 'QUEUED' AND admitted_at IS NULL AND parent_execution_id IS NULL
-    AND run_queue = {queue}
+  FROM unadmitted
 )
 SELECT w.id AS id, w.user_id AS user_id, COALESCE(a.n, 0) AS active
 FROM waiting w LEFT JOIN active a ON a.user_id = w.user_id
@@ -101,7 +115,7 @@ async def _fairest(conn: Any, queue: str, cap: int, limit: int) -> list[Candidat
     if _dialect(conn) == "postgres":
         sql = _FAIREST.format(queue="$1", cap="$2", limit="$3")
     else:
-        sql = _FAIREST.format(queue="?", cap="?", limit="?")
+        sql = _FAIREST.format(queue="?1", cap="?2", limit="?3")
     rows = await conn.execute_query_dict(sql, [queue, cap, limit])
     return [Candidate(uuid.UUID(str(row["id"])), uuid.UUID(str(row["user_id"]))) for row in rows]
 
@@ -157,13 +171,15 @@ class RunSlots:
             await self.redis.zadd(self.queue, {job_id: score}, xx=True)
         return job is not None
 
-    async def admit(self, execution_id: uuid.UUID) -> Admission:
-        """Decides whether a QUEUED run not yet admitted may start now (see the
-        module's docstring); the run then holds a slot until it ends."""
+    async def admit(self, execution_id: uuid.UUID, *, resuming: bool = False) -> Admission:
+        """Decides whether a QUEUED run not yet admitted (or, `resuming`, a REVIEW
+        run with a decision to go on with) may start now (see the module's
+        docstring); the run then holds a slot until it ends or pauses again."""
+        waits_in = ExecutionStatus.REVIEW if resuming else ExecutionStatus.QUEUED
 
         async def work(conn: Any) -> Admission:
             row = await Execution.filter(id=execution_id).using_db(conn).first()
-            if row is None or row.status != ExecutionStatus.QUEUED or row.admitted_at:
+            if row is None or row.status != waits_in or row.admitted_at:
                 return Admission(True)
             if row.parent_execution_id is not None:  # type: ignore[attr-defined]
                 return Admission(True)  # a sub-graph run: its parent's job runs it
@@ -242,7 +258,10 @@ async def _active_by_user() -> dict[uuid.UUID, int]:
         await Execution.filter(parent_execution_id=None)
         .filter(
             Q(status=ExecutionStatus.RUNNING)
-            | Q(status=ExecutionStatus.QUEUED, admitted_at__not_isnull=True)
+            | Q(
+                status__in=[ExecutionStatus.QUEUED, ExecutionStatus.REVIEW],
+                admitted_at__not_isnull=True,
+            )
         )
         .annotate(active=Count("id"))
         .group_by("user_id")
