@@ -79,6 +79,50 @@ async def test_a_decided_run_waits_for_a_slot_when_its_user_is_at_the_cap(databa
         assert resumed.ended_at >= stopped.ended_at
 
 
+async def test_a_decision_inside_a_sub_graph_run_waits_for_the_parents_slot(database, new_user):
+    async with fair_stack(cap=1, worker_runs=4) as stack:
+        person = new_user()
+        await seen(stack, person)
+        child = await create_graph(stack.gql, person, ASKS)
+        parent = await create_graph(
+            stack.gql,
+            person,
+            {
+                "name": "parent",
+                "nodes": [
+                    node(
+                        "sub",
+                        "SubGraph",
+                        graph_id=child["id"],
+                        graph_version=1,
+                        inputs={"draft": "deep"},
+                    ),
+                    node("out", "AgentOutput", name="final"),
+                ],
+                "links": [link("sub", "sent", "out", "value")],
+            },
+        )
+        slow = await create_graph(stack.gql, person, waiting_graph(60))
+        worker = stack.worker()
+        await worker.start()
+        try:
+            asking = (await execute(stack.gql, person, parent["id"]))["id"]
+            await wait_for_status(stack.gql, person, asking, {"REVIEW"})
+            waiting = (await execute(stack.gql, person, slow["id"]))["id"]
+            await wait_for_status(stack.gql, person, waiting, {"RUNNING"})
+            got = await stack.gql.ok(REVIEWS, {"id": asking}, token=person.token)
+            [review] = got["execution"]["pendingReviews"]
+            await stack.gql.ok(DECIDE, {"id": review["id"]}, token=person.token)
+            await resume_job_ended(stack, asking, review["id"])
+            assert (await Execution.get(id=asking)).status == ExecutionStatus.REVIEW
+
+            await stack.gql.ok(STOP, {"id": waiting}, token=person.token)
+            done = await wait_for_end(stack.gql, person, asking)
+            assert done["status"] == "COMPLETED" and done["outputs"] == {"final": ["deep"]}
+        finally:
+            await worker.stop()
+
+
 async def test_stopping_a_decided_run_that_waits_for_a_slot_ends_it(database, new_user):
     async with fair_stack(cap=1, worker_runs=4) as stack:
         person = new_user()
