@@ -1,7 +1,8 @@
 """Deciding who is owed the next run slot (`RunSlots.next_fair`, the query every
 admission runs under the admission lock and every executeGraph runs to promote)
 with 100,000 runs of one user QUEUED, 25 of theirs running, and 20 other users'
-runs waiting: latency in process.
+runs waiting: latency in process. Also `queue_positions` of that user's newest
+100 queued runs (a page of `executions { queuePosition }`).
 
 Baseline (same run, same database): the INSERT + UPDATE round trip of one row
 (bench/support.py), the cost of any engine step.
@@ -28,8 +29,9 @@ BACKLOG, RUNS = 100_000, 30
 
 
 async def main() -> None:
+    from app.models import Execution
     from app.principal import Principal
-    from app.services.run_slots import RunSlots
+    from app.services.run_slots import RunSlots, queue_positions
     from app.services.users import get_or_create_user
     from app.settings import get_settings
 
@@ -60,12 +62,24 @@ async def main() -> None:
             assert await slots.next_fair() is not None
 
         samples = await timed(decide, RUNS)
+        page = (
+            await Execution.filter(user_id=users[0], status="QUEUED")
+            .order_by("-created_at")
+            .limit(100)
+            .values_list("id", flat=True)
+        )
+
+        async def place():
+            assert len(await queue_positions(page)) == 100
+
+        places = await timed(place, RUNS)
         async with round_trip_baseline(stack.database_url) as baseline:
             await baseline.sample(RUNS)
             floor = baseline.median()
 
     print(f"next fair run, {BACKLOG:,} runs of one user queued, 20 other users waiting")
     print(f"  p50 {ms(median(samples))}, p95 {ms(percentile(samples, 95))}")
+    print(f"  queuePosition of a page of 100: p50 {ms(median(places))}")
     print(f"  INSERT + UPDATE round trip baseline: p50 {ms(floor)}")
     print(
         figure_line(
@@ -74,6 +88,16 @@ async def main() -> None:
             "ms",
             floor * 1000,
             median(samples) / floor,
+        )
+    )
+
+    print(
+        figure_line(
+            "queue_positions_backlog_p50",
+            median(places) * 1000,
+            "ms",
+            floor * 1000,
+            median(places) / floor,
         )
     )
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -303,27 +302,27 @@ async def queue_positions(execution_ids: list[uuid.UUID]) -> dict[uuid.UUID, int
     queued = await Execution.filter(
         id__in=execution_ids, status=ExecutionStatus.QUEUED, parent_execution_id=None
     ).values("id", "user_id", "created_at")
-    newest: dict[uuid.UUID, datetime] = {}
+    spans: dict[uuid.UUID, tuple[datetime, datetime]] = {}
     for row in queued:
-        user = row["user_id"]
-        newest[user] = max(newest.get(user, row["created_at"]), row["created_at"])
+        user, at = row["user_id"], row["created_at"]
+        oldest, newest = spans.get(user, (at, at))
+        spans[user] = (min(oldest, at), max(newest, at))
     positions: dict[uuid.UUID, int] = {}
     wanted = {row["id"] for row in queued}
-    for user_id, until in newest.items():
-        # One query per user on the page (a page is nearly always one user's).
-        ahead = (
-            await Execution.filter(
-                user_id=user_id,
-                status=ExecutionStatus.QUEUED,
-                parent_execution_id=None,
-                created_at__lte=until,
-            )
+    for user_id, (oldest, newest) in spans.items():
+        # Per user on the page (a page is nearly always one user's): the runs ahead
+        # of the page are counted, only the page's span is read, so a page costs
+        # little however many runs wait before it.
+        theirs = Execution.filter(
+            user_id=user_id, status=ExecutionStatus.QUEUED, parent_execution_id=None
+        )
+        before = await theirs.filter(created_at__lt=oldest).count()
+        span = (
+            await theirs.filter(created_at__gte=oldest, created_at__lte=newest)
             .order_by("created_at", "id")
             .values_list("id", flat=True)
         )
-        place: dict[uuid.UUID, int] = defaultdict(int)
-        for number, row_id in enumerate(ahead, start=1):
+        for number, row_id in enumerate(span, start=before + 1):
             if row_id in wanted:
-                place[row_id] = number
-        positions.update(place)
+                positions[row_id] = number
     return positions
