@@ -87,6 +87,9 @@ class Execution(Model):
             ("status",),
             # A deployment's runs waiting for a slot, per user, oldest first (run_slots.py).
             ("run_queue", "status", "user_id", "created_at"),
+            # Runs admitted to a slot and not yet running (few, among a backlog of
+            # QUEUED ones): counted at every admission (run_slots.py).
+            ("status", "admitted_at"),
         ]
 
 

@@ -158,7 +158,8 @@ async def enqueue_resume(
     """Another job for a run that no worker holds (it waits for a person, §7 human
     review): its own id per `reason`, since the run's first job id stays taken while
     arq keeps its result. Only the runner holding the execution's lock runs it.
-    It starts without waiting for a slot: the run held one until it paused."""
+    It resumes once it takes a run slot again (it gave its slot back when it paused;
+    app/services/run_slots.py): at its user's cap, it waits in REVIEW to be promoted."""
     job = await arq.enqueue_job(
         RUN_EXECUTION_JOB,
         str(execution_id),

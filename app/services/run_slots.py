@@ -2,8 +2,11 @@
 runs of one user hold a slot at a time, across every worker, and slots go
 round-robin between users.
 
-A run holds a slot while it is RUNNING, or QUEUED with `admitted_at` set (a
-worker admitted it and is starting it). The count lives in the database and an
+A run holds a slot while it is RUNNING, or QUEUED or REVIEW with `admitted_at`
+set (a worker admitted it and is starting or resuming it). A run that pauses for
+human review gives its slot back (its `admitted_at` is cleared); once decided,
+it waits for a slot like a queued run before it resumes, or a user at the cap
+would run one more than the cap. The count lives in the database and an
 admission is decided in one transaction: on PostgreSQL under a transaction-level
 advisory lock, so two workers never both admit past a user's cap; on SQLite
 (`make dev`, one worker) under a lock of this process.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,21 +52,30 @@ ADMISSION_LOCK = 0x61676772756E73  # "aggruns"
 FRONT_MS = 86_400_000
 _sqlite_admissions = asyncio.Lock()
 
-# Runs holding a slot per user, and each user's waiting runs numbered oldest first;
+# Runs holding a slot per user, and each user's waiting runs numbered oldest first
+# (QUEUED ones, and REVIEW ones with a decision to resume with: waiting for review
+# gave their slot back, so resuming takes one again);
 # the waiting runs that fit under their user's cap, ordered by (slots their user
 # would then hold, age): round-robin between users, oldest first within one.
 _FAIREST = """
-WITH active AS (
+WITH RECURSIVE {users}active AS (
   SELECT user_id, COUNT(*) AS n FROM executions
   WHERE parent_execution_id IS NULL
-    AND (status = 'RUNNING' OR (status = 'QUEUED' AND admitted_at IS NOT NULL))
+    AND (status = 'RUNNING' OR (status IN ('QUEUED', 'REVIEW') AND admitted_at IS NOT NULL))
   GROUP BY user_id
+), unadmitted AS (
+  {queued}
+  UNION ALL
+  SELECT id, user_id, created_at FROM executions e
+  WHERE status = 'REVIEW' AND admitted_at IS NULL AND parent_execution_id IS NULL
+    AND run_queue = {queue} AND EXISTS (
+      SELECT 1 FROM node_reviews r JOIN node_executions n ON n.id = r.id
+      WHERE r.root_execution_id = e.id AND n.status = 'REVIEW'
+        AND r.status IN ('APPROVED', 'REJECTED', 'EXPIRED'))
 ), waiting AS (
   SELECT id, user_id, created_at,
     ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY created_at, id) AS place
-  FROM executions
-  WHERE status = 'QUEUED' AND admitted_at IS NULL AND parent_execution_id IS NULL
-    AND run_queue = {queue}
+  FROM unadmitted
 )
 SELECT w.id AS id, w.user_id AS user_id, COALESCE(a.n, 0) AS active
 FROM waiting w LEFT JOIN active a ON a.user_id = w.user_id
@@ -72,6 +83,31 @@ WHERE COALESCE(a.n, 0) + w.place <= {cap}
 ORDER BY COALESCE(a.n, 0) + w.place, w.created_at, w.id
 LIMIT {limit}
 """
+
+
+# Each user's QUEUED runs not yet admitted (SQLite: `make dev`, a handful of runs).
+_QUEUED_ALL = """SELECT id, user_id, created_at FROM executions
+  WHERE status = 'QUEUED' AND admitted_at IS NULL AND parent_execution_id IS NULL
+    AND run_queue = {queue}"""
+# PostgreSQL: only the first `cap` of them per user can be owed a slot, so read just
+# those, per user with queued runs (found by skipping along the run-queue index):
+# numbering every queued run made each admission and each submitted run cost time
+# in proportion to the whole backlog (about 0.5 s at 100,000 queued runs, taken
+# under the admission lock).
+_QUEUED_USERS = """queued_users AS (
+  (SELECT user_id FROM executions WHERE run_queue = {queue} AND status = 'QUEUED'
+   ORDER BY user_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT e.user_id FROM executions e WHERE e.run_queue = {queue}
+    AND e.status = 'QUEUED' AND e.user_id > u.user_id ORDER BY e.user_id LIMIT 1)
+  FROM queued_users u WHERE u.user_id IS NOT NULL
+), """
+_QUEUED_FIRST = """SELECT c.id, c.user_id, c.created_at FROM queued_users u
+  CROSS JOIN LATERAL (
+    SELECT id, user_id, created_at FROM executions
+    WHERE run_queue = {queue} AND status = 'QUEUED' AND user_id = u.user_id
+      AND admitted_at IS NULL AND parent_execution_id IS NULL
+    ORDER BY created_at, id LIMIT {cap}) c"""
 
 
 @dataclass(frozen=True)
@@ -99,9 +135,13 @@ def _dialect(conn: Any) -> str:
 
 async def _fairest(conn: Any, queue: str, cap: int, limit: int) -> list[Candidate]:
     if _dialect(conn) == "postgres":
-        sql = _FAIREST.format(queue="$1", cap="$2", limit="$3")
+        marks = {"queue": "$1", "cap": "$2", "limit": "$3"}
+        sql = _FAIREST.format(
+            users=_QUEUED_USERS.format(**marks), queued=_QUEUED_FIRST.format(**marks), **marks
+        )
     else:
-        sql = _FAIREST.format(queue="?", cap="?", limit="?")
+        marks = {"queue": "?1", "cap": "?2", "limit": "?3"}
+        sql = _FAIREST.format(users="", queued=_QUEUED_ALL.format(**marks), **marks)
     rows = await conn.execute_query_dict(sql, [queue, cap, limit])
     return [Candidate(uuid.UUID(str(row["id"])), uuid.UUID(str(row["user_id"]))) for row in rows]
 
@@ -157,13 +197,15 @@ class RunSlots:
             await self.redis.zadd(self.queue, {job_id: score}, xx=True)
         return job is not None
 
-    async def admit(self, execution_id: uuid.UUID) -> Admission:
-        """Decides whether a QUEUED run not yet admitted may start now (see the
-        module's docstring); the run then holds a slot until it ends."""
+    async def admit(self, execution_id: uuid.UUID, *, resuming: bool = False) -> Admission:
+        """Decides whether a QUEUED run not yet admitted (or, `resuming`, a REVIEW
+        run with a decision to go on with) may start now (see the module's
+        docstring); the run then holds a slot until it ends or pauses again."""
+        waits_in = ExecutionStatus.REVIEW if resuming else ExecutionStatus.QUEUED
 
         async def work(conn: Any) -> Admission:
             row = await Execution.filter(id=execution_id).using_db(conn).first()
-            if row is None or row.status != ExecutionStatus.QUEUED or row.admitted_at:
+            if row is None or row.status != waits_in or row.admitted_at:
                 return Admission(True)
             if row.parent_execution_id is not None:  # type: ignore[attr-defined]
                 return Admission(True)  # a sub-graph run: its parent's job runs it
@@ -242,7 +284,10 @@ async def _active_by_user() -> dict[uuid.UUID, int]:
         await Execution.filter(parent_execution_id=None)
         .filter(
             Q(status=ExecutionStatus.RUNNING)
-            | Q(status=ExecutionStatus.QUEUED, admitted_at__not_isnull=True)
+            | Q(
+                status__in=[ExecutionStatus.QUEUED, ExecutionStatus.REVIEW],
+                admitted_at__not_isnull=True,
+            )
         )
         .annotate(active=Count("id"))
         .group_by("user_id")
@@ -257,27 +302,27 @@ async def queue_positions(execution_ids: list[uuid.UUID]) -> dict[uuid.UUID, int
     queued = await Execution.filter(
         id__in=execution_ids, status=ExecutionStatus.QUEUED, parent_execution_id=None
     ).values("id", "user_id", "created_at")
-    newest: dict[uuid.UUID, datetime] = {}
+    spans: dict[uuid.UUID, tuple[datetime, datetime]] = {}
     for row in queued:
-        user = row["user_id"]
-        newest[user] = max(newest.get(user, row["created_at"]), row["created_at"])
+        user, at = row["user_id"], row["created_at"]
+        oldest, newest = spans.get(user, (at, at))
+        spans[user] = (min(oldest, at), max(newest, at))
     positions: dict[uuid.UUID, int] = {}
     wanted = {row["id"] for row in queued}
-    for user_id, until in newest.items():
-        # One query per user on the page (a page is nearly always one user's).
-        ahead = (
-            await Execution.filter(
-                user_id=user_id,
-                status=ExecutionStatus.QUEUED,
-                parent_execution_id=None,
-                created_at__lte=until,
-            )
+    for user_id, (oldest, newest) in spans.items():
+        # Per user on the page (a page is nearly always one user's): the runs ahead
+        # of the page are counted, only the page's span is read, so a page costs
+        # little however many runs wait before it.
+        theirs = Execution.filter(
+            user_id=user_id, status=ExecutionStatus.QUEUED, parent_execution_id=None
+        )
+        before = await theirs.filter(created_at__lt=oldest).count()
+        span = (
+            await theirs.filter(created_at__gte=oldest, created_at__lte=newest)
             .order_by("created_at", "id")
             .values_list("id", flat=True)
         )
-        place: dict[uuid.UUID, int] = defaultdict(int)
-        for number, row_id in enumerate(ahead, start=1):
+        for number, row_id in enumerate(span, start=before + 1):
             if row_id in wanted:
-                place[row_id] = number
-        positions.update(place)
+                positions[row_id] = number
     return positions

@@ -247,8 +247,15 @@ class GraphRun:
     async def _pause(self) -> ExecutionStatus:
         """Only nodes waiting for a person are left: the job ends, the run waits in
         REVIEW until a decision enqueues it again."""
-        if self.execution.status != ExecutionStatus.REVIEW:
-            await self._set_status(ExecutionStatus.REVIEW)
+        was = self.execution.status
+        # Waiting, it holds no run slot either (app/services/run_slots.py): decided,
+        # it is admitted again before it resumes.
+        changes: dict[str, Any] = {"status": str(ExecutionStatus.REVIEW), "admitted_at": None}
+        await self.store.finish(self.fence, self.execution.id, changes)
+        self.execution.status = ExecutionStatus.REVIEW
+        self.execution.admitted_at = None
+        if was != ExecutionStatus.REVIEW:
+            await publish_status(self.engine.publisher, self.execution)
             await self.engine.count("executions", ExecutionStatus.REVIEW)
         log.info("execution %s waits for review", self.execution.id)
         return ExecutionStatus.REVIEW

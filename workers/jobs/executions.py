@@ -132,6 +132,8 @@ async def _run(engine: EngineContext, run: GraphRun) -> str:
         # Stopped while no worker ran it (queued, or its worker died): end it, never resume it.
         await run.terminate()
         return "TERMINATED"
+    if execution.status == ExecutionStatus.REVIEW and not await _readmitted(engine, run):
+        return "waiting"
     task = asyncio.current_task()
     assert task is not None
     watch = asyncio.create_task(_cancel_when_stopped(engine, run, task))
@@ -160,6 +162,20 @@ async def _run(engine: EngineContext, run: GraphRun) -> str:
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch
+
+
+async def _readmitted(engine: EngineContext, run: GraphRun) -> bool:
+    """A run resuming after review gave its slot back when it paused: it takes one
+    again (under its user's cap, in fair order) or waits in REVIEW, its job ending,
+    to be promoted when a slot frees. Decided here, holding the run's lock, so a
+    run pausing just as a decision's job arrives is admitted all the same."""
+    if run.ancestors:
+        return True
+    slots = RunSlots(engine.settings, engine.redis)
+    admission = await slots.admit(run.execution.id, resuming=True)
+    if not admission.go:
+        await slots.nudge(admission.next_fair)
+    return admission.go
 
 
 async def _stop_requested(engine: EngineContext, execution_id: uuid.UUID) -> bool:
