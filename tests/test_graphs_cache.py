@@ -3,6 +3,8 @@ nothing changed is a hit; every write to the user's graphs is seen at once."""
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.graph_builders import create_graph, echo_graph
 from tests.test_api_keys import create_key
 
@@ -128,3 +130,30 @@ async def test_volatile_fields_and_mixed_operations_are_never_cached(gql, user):
             response = await gql.post(query, token=user.token)
             assert "errors" not in response.json(), response.json()
             assert response.headers.get("x-graphs-cache") is None, query
+
+
+async def test_a_write_after_the_generation_lapsed_is_seen_at_once(gql, user, settings):
+    """The user's generation key lapses some minutes after their last write;
+    the next write must not bring back a generation whose entries still live
+    (a counter starting again from nothing reached 1 again, and the answer
+    cached under 1 before the lapse was served after that write)."""
+    from redis.asyncio import Redis
+
+    await create_graph(gql, user, echo_graph("first"))
+    before = await cached_now(gql, user)
+    redis = Redis.from_url(settings.REDIS_URL)
+    try:
+        pattern = f"{settings.REDIS_PREFIX}graphs-cache*gen:{user.id}"
+        keys = [key async for key in redis.scan_iter(match=pattern)]
+        assert len(keys) == 1, keys
+        await redis.pexpire(keys[0], 1)  # lapses as its TTL would have it
+        deadline = asyncio.get_running_loop().time() + 10
+        while await redis.exists(keys[0]):
+            assert asyncio.get_running_loop().time() < deadline, "the key did not lapse"
+            await asyncio.sleep(0.01)
+    finally:
+        await redis.aclose()
+    await create_graph(gql, user, echo_graph("second"))
+    after, outcome = await graphs_seen(gql, user)
+    assert outcome == "miss"
+    assert after["totalCount"] == before["totalCount"] + 1
