@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.graph_builders import create_graph, echo_graph
+from tests.conftest import TEST_ENV
+from tests.graph_builders import create_graph, echo_graph, link, node
+from tests.harness import ApiServer, GraphQLClient
 from tests.test_api_keys import create_key
 
 GRAPHS = """query Mine { graphs(first: 10) { totalCount edges { node {
@@ -157,3 +159,35 @@ async def test_a_write_after_the_generation_lapsed_is_seen_at_once(gql, user, se
     after, outcome = await graphs_seen(gql, user)
     assert outcome == "miss"
     assert after["totalCount"] == before["totalCount"] + 1
+
+
+async def test_a_server_configured_otherwise_never_serves_anothers_answer(gql, user, api):
+    """Which blocks are disabled follows the server's settings (LLMCall needs
+    LLM_API_BASE): an API process configured otherwise, sharing the Redis
+    prefix (a rolling deploy, a canary), must not be answered from entries
+    that another configuration built."""
+    spec = {
+        "name": "asks a model",
+        "description": "",
+        "nodes": [node("in", "AgentInput", name="topic"), node("llm", "LLMCall")],
+        "links": [link("in", "result", "llm", "prompt")],
+    }
+    query = "{ graphs { edges { node { nodes { block { name disabled } } } } } }"
+
+    def disabled(body: dict) -> set:
+        nodes = body["data"]["graphs"]["edges"][0]["node"]["nodes"]
+        return {(n["block"]["name"], n["block"]["disabled"]) for n in nodes}
+
+    configured = ApiServer(TEST_ENV, extra_env={"LLM_API_BASE": "http://127.0.0.1:9/v1"})
+    await configured.start()
+    other = GraphQLClient(configured.base_url)
+    try:
+        await create_graph(other, user, spec)
+        for _ in range(2):
+            body = (await other.post(query, token=user.token)).json()
+            assert ("LLMCall", False) in disabled(body), body
+    finally:
+        await other.aclose()
+        await configured.stop()
+    body = (await gql.post(query, token=user.token)).json()
+    assert ("LLMCall", True) in disabled(body), body

@@ -50,6 +50,9 @@ class GraphsCache:
     def __init__(self, settings: Settings) -> None:
         host, port, db = _redis_location(settings)
         self.seconds = settings.GRAPHS_CACHE_SECONDS
+        # Settings shape answers too (which blocks are disabled, which credentials
+        # a graph needs): processes configured otherwise never share entries.
+        self._settings_version = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
         self._cache = Cache(
             Cache.REDIS,
             endpoint=host,
@@ -59,14 +62,22 @@ class GraphsCache:
             serializer=_JsonBytes(),
         )
 
-    @staticmethod
     def request_key(
-        schema_version: str, text: str, operation_name: str | None, variables: Any
+        self, schema_version: str, text: str, operation_name: str | None, variables: Any
     ) -> str:
         """The request's identity: its text, operation and variables, and the
-        schema's and blocks' versions (another release may answer the same
-        request differently)."""
-        raw = orjson.dumps([schema_version, code_version(), text, operation_name, variables])
+        schema's and blocks' versions and the settings (another release or
+        configuration may answer the same request differently)."""
+        raw = orjson.dumps(
+            [
+                schema_version,
+                code_version(),
+                self._settings_version,
+                text,
+                operation_name,
+                variables,
+            ]
+        )
         return hashlib.sha256(raw).hexdigest()
 
     async def lookup(
