@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from tests.conftest import TEST_ENV
 from tests.graph_builders import create_graph, echo_graph, link, node
 from tests.harness import ApiServer, GraphQLClient
@@ -191,3 +193,40 @@ async def test_a_server_configured_otherwise_never_serves_anothers_answer(gql, u
         await configured.stop()
     body = (await gql.post(query, token=user.token)).json()
     assert ("LLMCall", True) in disabled(body), body
+
+
+async def test_one_user_cannot_fill_redis_with_variants_of_a_query(database, new_user):
+    """Each variant of the text (a comment) is another entry of up to
+    MAX_RESPONSE_BYTES: past GRAPHS_CACHE_USER_BYTES a user's answers are not
+    stored (but still right), until their next write starts a new budget."""
+    server = ApiServer(TEST_ENV, extra_env={"GRAPHS_CACHE_USER_BYTES": "1500"})
+    await server.start()
+    client = GraphQLClient(server.base_url)
+    try:
+        ada = new_user()
+        await create_graph(client, ada, echo_graph("ada's"))
+        first, outcome = await graphs_seen(client, ada)  # the first entry
+        assert outcome == "miss"
+        size = len(orjson.dumps({"graphs": first}))
+        assert 500 < size < 750  # two entries fit the budget, a third does not
+
+        async def outcomes(variant: int) -> tuple[str | None, str | None]:
+            query = f"# variant {variant}\n{GRAPHS}"
+            seen = [await graphs_seen(client, ada, query) for _ in range(2)]
+            assert seen[0][0] == seen[1][0]
+            return seen[0][1], seen[1][1]
+
+        assert [await outcomes(n) for n in range(3)] == [
+            ("miss", "hit"),
+            ("miss", "miss"),
+            ("miss", "miss"),
+        ]
+        await create_graph(client, ada, echo_graph("ada's second"))
+        assert await outcomes(5) == ("miss", "hit")
+        bob = new_user()  # another user's budget is their own
+        await create_graph(client, bob, echo_graph("bob's"))
+        assert (await graphs_seen(client, bob))[1] == "miss"
+        assert (await graphs_seen(client, bob))[1] == "hit"
+    finally:
+        await client.aclose()
+        await server.stop()

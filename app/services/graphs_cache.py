@@ -50,6 +50,7 @@ class GraphsCache:
     def __init__(self, settings: Settings) -> None:
         host, port, db = _redis_location(settings)
         self.seconds = settings.GRAPHS_CACHE_SECONDS
+        self.user_bytes = settings.GRAPHS_CACHE_USER_BYTES
         # Settings shape answers too (which blocks are disabled, which credentials
         # a graph needs): processes configured otherwise never share entries.
         self._settings_version = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
@@ -115,8 +116,20 @@ class GraphsCache:
         return self.seconds * 2 + 60
 
     async def store(self, user_id: uuid.UUID, generation: str, request_key: str, data: Any) -> None:
+        """Kept unless the user's entries of this generation would pass
+        GRAPHS_CACHE_USER_BYTES (a query varied by a comment is another entry:
+        without a budget one user could fill Redis at the rate responses are built)."""
+        body = orjson.dumps(data)
+        budget = f"bytes:{user_id}:{generation}"
         try:
-            await self._cache.set(f"{user_id}:{generation}:{request_key}", data, ttl=self.seconds)
+            used = await self._cache.increment(budget, len(body))
+            if used == len(body):  # the first entry: the budget lapses with the entries
+                await self._cache.expire(budget, self.seconds)
+            if used > self.user_bytes:
+                return
+            await self._cache.set(
+                f"{user_id}:{generation}:{request_key}", orjson.Fragment(body), ttl=self.seconds
+            )
         except Exception:
             log.warning("graphs cache unavailable", exc_info=True)
 
