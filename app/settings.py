@@ -185,6 +185,10 @@ class Settings(BaseSettings):
     # How long a `graphs` response is kept per user (0: not cached); any write
     # to the user's graphs retires it at once (app/services/graphs_cache.py).
     GRAPHS_CACHE_SECONDS: int = Field(default=60, ge=0, le=86_400)
+    # Bytes of `graphs` responses one user may have cached between writes: each
+    # variant of a query (a comment, a variable) is another entry, and a
+    # response may be MAX_RESPONSE_BYTES; past this, answers are not stored.
+    GRAPHS_CACHE_USER_BYTES: int = Field(default=8_000_000, ge=0)
     # How often a worker polls its queue when no wake-up came (every enqueue
     # publishes one; the poll finds deferred jobs, retries and lapsed leases).
     WORKER_POLL_SECONDS: float = Field(default=0.25, gt=0, le=3600)

@@ -70,7 +70,7 @@ def _volatile(node: Any) -> bool:
 class Miss:
     cache: GraphsCache
     user_id: Any
-    generation: int
+    generation: str
     key: str
 
 

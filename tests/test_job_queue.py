@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from app.clients.redis import create_redis
+from app.clients.redis import create_redis, worker_wakeup_channel
 from app.clock import utcnow
 from app.models import AutoTopUpConfig, Execution, ExecutionStatus, GraphSource
 from app.services.auto_top_up import QueuedAutoTopUp
@@ -109,3 +109,34 @@ async def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 30) ->
     while text not in worker.log():
         assert asyncio.get_running_loop().time() < deadline, worker.log()
         await asyncio.sleep(0.05)
+
+
+async def test_runs_wait_for_no_poll_of_the_run_queue(database, new_user):
+    """Runs go to the run queue (issue 15), whose lane must be woken like the
+    main queue: a run enqueued, and a run owed a slot that is moved to the front
+    of the queue while it waits out a retry's delay, start with no timed poll
+    (here an hour apart). The run lane polled every 50 ms and no one listened to
+    its wake-ups."""
+    stack = OwnStack({**TEST_ENV, "MAX_RUNNING_EXECUTIONS_PER_USER": "1"}, "wake-runs")
+    await stack.start()
+    worker = WorkerProcess(stack.env, extra_env={**stack.extra_env, "WORKER_POLL_SECONDS": "3600"})
+    redis = stack.redis()
+    try:
+        person = new_user()
+        await stack.gql.ok("{ me { id } }", token=person.token)
+        graph = await create_graph(stack.gql, person)
+        await worker.start()
+        channel = worker_wakeup_channel(f"{stack.extra_env['REDIS_PREFIX']}arq:run-queue")
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await redis.pubsub_numsub(channel))[0][1] < 1:
+            assert asyncio.get_running_loop().time() < deadline, "no one listens on " + channel
+            await asyncio.sleep(0.05)
+        # One slot: the second run waits for the first's end, then is promoted.
+        started = [await execute(stack.gql, person, graph["id"], {"text": t}) for t in "ab"]
+        for run, text in zip(started, "ab", strict=True):
+            done = await wait_for_end(stack.gql, person, run["id"], timeout=60)
+            assert (done["status"], done["outputs"]) == ("COMPLETED", {"result": [text]}), done
+    finally:
+        await redis.aclose()
+        await worker.stop()
+        await stack.stop()

@@ -21,6 +21,7 @@ from app.clients.redis import arq_redis_settings, arq_run_health_check_key, arq_
 from workers.engine.context import EngineContext
 from workers.jobs.executions import RUN_MAX_TRIES, run_execution
 from workers.lease import leased, shorten_in_progress
+from workers.wakeup import WakeableWorker
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class RunLane:
 def start_run_lane(engine: EngineContext) -> RunLane:
     settings = engine.settings
     worker = shorten_in_progress(
-        Worker(
+        WakeableWorker(
             functions=[run_function()],
             queue_name=arq_run_queue_name(settings),
             redis_settings=arq_redis_settings(settings),
@@ -52,8 +53,8 @@ def start_run_lane(engine: EngineContext) -> RunLane:
             max_jobs=settings.WORKER_MAX_RUNS,
             # The main worker owns the process's signals and stops this one.
             handle_signals=False,
-            # arq looks for new jobs every 0.5 s by default (see workers/settings.py).
-            poll_delay=0.05,
+            # Only the fallback: enqueues and promotions wake it (workers/wakeup.py).
+            poll_delay=settings.WORKER_POLL_SECONDS,
         )
     )
     return RunLane(worker, asyncio.create_task(_work(worker), name="run-lane"))

@@ -26,12 +26,18 @@ class WakingArqRedis(ArqRedis):
         job = await super().enqueue_job(function, *args, **kwargs)
         deferred = kwargs.get("_defer_until") or kwargs.get("_defer_by")
         if job is not None and not deferred:
-            queue_name = kwargs.get("_queue_name") or self.default_queue_name
-            try:
-                await self.publish(worker_wakeup_channel(queue_name), b"")
-            except RedisError:  # the job is queued; the poll finds it
-                log.warning("worker wake-up not published", exc_info=True)
+            await wake_workers(self, kwargs.get("_queue_name") or self.default_queue_name)
         return job
+
+
+async def wake_workers(redis: ArqRedis, queue_name: str) -> None:
+    """Tells `queue_name`'s idle workers to poll now: after an enqueue, or after a
+    queued job was made due earlier (moved to the front). Best effort: the job is
+    queued, and the timed poll finds it."""
+    try:
+        await redis.publish(worker_wakeup_channel(queue_name), b"")
+    except RedisError:
+        log.warning("worker wake-up not published", exc_info=True)
 
 
 def create_redis(settings: Settings) -> ArqRedis:

@@ -2,18 +2,21 @@
 
 A page of 50 graphs of 20 nodes costs ~150 ms of CPU to build, and clients ask
 for the same page again and again while nothing changed. A response is kept
-under its user's *generation*, a counter that every write to the user's graphs
-(create, update, delete, activate a version, library entries and settings)
-bumps after its transaction commits: entries of older generations are never
-read again and lapse after GRAPHS_CACHE_SECONDS. A reader takes the generation
-before it reads the database, so what it stores can only be older than a write
-whose bump it did not see, and that bump already retired the key it stored
-under. Redis away: no cache (reads go to the database), and a bump that could
-not be made leaves entries at most GRAPHS_CACHE_SECONDS old.
+under its user's *generation*, a random token that every write to the user's
+graphs (create, update, delete, activate a version, library entries and
+settings) replaces after its transaction commits: entries of older generations
+are never read again and lapse after GRAPHS_CACHE_SECONDS. A reader takes the
+generation before it reads the database, so what it stores can only be older
+than a write whose new token it did not see, and that token already retired
+the key it stored under. Tokens never come back (a counter that lapsed with
+its key counted through the same numbers again, reaching entries cached before
+the lapse). Redis away: no cache (reads go to the database), and a bump that
+could not be made leaves entries at most GRAPHS_CACHE_SECONDS old.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -47,6 +50,10 @@ class GraphsCache:
     def __init__(self, settings: Settings) -> None:
         host, port, db = _redis_location(settings)
         self.seconds = settings.GRAPHS_CACHE_SECONDS
+        self.user_bytes = settings.GRAPHS_CACHE_USER_BYTES
+        # Settings shape answers too (which blocks are disabled, which credentials
+        # a graph needs): processes configured otherwise never share entries.
+        self._settings_version = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
         self._cache = Cache(
             Cache.REDIS,
             endpoint=host,
@@ -56,43 +63,82 @@ class GraphsCache:
             serializer=_JsonBytes(),
         )
 
-    @staticmethod
     def request_key(
-        schema_version: str, text: str, operation_name: str | None, variables: Any
+        self, schema_version: str, text: str, operation_name: str | None, variables: Any
     ) -> str:
         """The request's identity: its text, operation and variables, and the
-        schema's and blocks' versions (another release may answer the same
-        request differently)."""
-        raw = orjson.dumps([schema_version, code_version(), text, operation_name, variables])
+        schema's and blocks' versions and the settings (another release or
+        configuration may answer the same request differently)."""
+        raw = orjson.dumps(
+            [
+                schema_version,
+                code_version(),
+                self._settings_version,
+                text,
+                operation_name,
+                variables,
+            ]
+        )
         return hashlib.sha256(raw).hexdigest()
 
     async def lookup(
         self, user_id: uuid.UUID, request_key: str
-    ) -> tuple[orjson.Fragment | None, int | None]:
+    ) -> tuple[orjson.Fragment | None, str | None]:
         """(the cached data, as JSON ready to be sent, or None; the generation
         to store a miss under); (None, None) when Redis does not answer."""
         if not self.seconds:
             return None, None
         try:
-            generation = int(await self._cache.get(f"gen:{user_id}") or 0)
+            generation = await self._generation(user_id)
             data = await self._cache.get(f"{user_id}:{generation}:{request_key}")
         except Exception:
             log.warning("graphs cache unavailable", exc_info=True)
             return None, None
         return (orjson.Fragment(data) if data is not None else None), generation
 
-    async def store(self, user_id: uuid.UUID, generation: int, request_key: str, data: Any) -> None:
+    async def _generation(self, user_id: uuid.UUID) -> str:
+        key = f"gen:{user_id}"
+        found = await self._cache.get(key)
+        if found is None:
+            # None yet, or lapsed: a fresh token (never one whose entries may
+            # still live); a concurrent reader's or writer's token wins.
+            with contextlib.suppress(ValueError):
+                await self._cache.add(key, uuid.uuid4().hex, ttl=self._generation_seconds)
+            found = await self._cache.get(key)
+            if found is None:
+                raise RuntimeError("graphs cache generation lapsed at once")
+        return orjson.loads(found)
+
+    @property
+    def _generation_seconds(self) -> int:
+        # Outlives the entries stored under it (only to save memory: a lapsed
+        # generation is replaced by a new token, never read again).
+        return self.seconds * 2 + 60
+
+    async def store(self, user_id: uuid.UUID, generation: str, request_key: str, data: Any) -> None:
+        """Kept unless the user's entries of this generation would pass
+        GRAPHS_CACHE_USER_BYTES (a query varied by a comment is another entry:
+        without a budget one user could fill Redis at the rate responses are built)."""
+        body = orjson.dumps(data)
+        budget = f"bytes:{user_id}:{generation}"
         try:
-            await self._cache.set(f"{user_id}:{generation}:{request_key}", data, ttl=self.seconds)
+            used = await self._cache.increment(budget, len(body))
+            if used == len(body):  # the first entry: the budget lapses with the entries
+                await self._cache.expire(budget, self.seconds)
+            if used > self.user_bytes:
+                return
+            await self._cache.set(
+                f"{user_id}:{generation}:{request_key}", orjson.Fragment(body), ttl=self.seconds
+            )
         except Exception:
             log.warning("graphs cache unavailable", exc_info=True)
 
     async def changed(self, user_id: uuid.UUID) -> None:
         """After a committed write to the user's graphs: retire what was cached."""
+        if not self.seconds:
+            return
         try:
-            await self._cache.increment(f"gen:{user_id}")
-            # Outlives every entry of the generations it retired.
-            await self._cache.expire(f"gen:{user_id}", self.seconds * 2 + 60)
+            await self._cache.set(f"gen:{user_id}", uuid.uuid4().hex, ttl=self._generation_seconds)
         except Exception:
             log.warning("graphs cache generation not bumped", exc_info=True)
 

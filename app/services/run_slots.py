@@ -36,7 +36,7 @@ from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.functions import Count
 
-from app.clients.redis import arq_job_id, arq_run_queue_name
+from app.clients.redis import arq_job_id, arq_run_queue_name, wake_workers
 from app.clock import utcnow
 from app.models import Execution, ExecutionStatus
 from app.settings import Settings
@@ -194,7 +194,9 @@ class RunSlots:
         if front:
             # arq takes the lowest score first; XX: never re-adds a job that ended.
             score = int(utcnow().timestamp() * 1000) - FRONT_MS
-            await self.redis.zadd(self.queue, {job_id: score}, xx=True)
+            if await self.redis.zadd(self.queue, {job_id: score}, xx=True, ch=True):
+                # A job waiting out a retry's delay is due now: no enqueue woke anyone.
+                await wake_workers(self.redis, self.queue)
         return job is not None
 
     async def admit(self, execution_id: uuid.UUID, *, resuming: bool = False) -> Admission:
