@@ -15,7 +15,7 @@ from graphql import get_introspection_query
 
 from tests.conftest import TEST_ENV
 from tests.harness import ApiServer, GraphQLClient
-from tests.test_abuse_edge import _fresh_minute
+from tests.test_abuse_edge import _fresh_minute, fresh_address
 
 FULL = get_introspection_query(
     descriptions=True,
@@ -94,7 +94,7 @@ async def test_introspection_past_max_introspection_fields_is_one_error(counted,
 
 async def test_anonymous_introspection_counts_by_the_fields_it_resolves(counted, new_user):
     await _fresh_minute()
-    address = {"X-Real-IP": f"198.51.100.{uuid.uuid4().int % 250 + 1}"}
+    address = {"X-Real-IP": fresh_address()}
     # GraphiQL's introspection (about 8,000 fields) answers, and counts as more
     # than the five requests this address may make in a minute...
     assert (await counted.ok(FULL, headers=address))["__schema"]["types"]
