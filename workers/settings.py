@@ -26,9 +26,10 @@ from workers.jobs.notifications import create_daily_summaries, sweep_notificatio
 from workers.jobs.reviews import EXPIRE_REVIEWS_JOB, expire_due_reviews
 from workers.jobs.schedules import start_scheduler, stop_scheduler
 from workers.jobs.sweeps import start_sweeps, stop_sweeps
+from workers.lanes import stop_lane
 from workers.lease import leased
-from workers.mail_lane import mail_functions, start_mail_lane, stop_mail_lane
-from workers.run_lane import run_function, start_run_lane, stop_run_lane
+from workers.mail_lane import mail_functions, start_mail_lane
+from workers.run_lane import run_function, start_run_lane
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    await stop_run_lane(ctx.get("run_lane"))
-    await stop_mail_lane(ctx.get("mail_lane"))
+    await stop_lane(ctx.get("run_lane"))
+    await stop_lane(ctx.get("mail_lane"))
     await stop_scheduler(ctx.get("scheduler"))
     await stop_sweeps(ctx.get("sweeps"))
     if "engine" in ctx:
