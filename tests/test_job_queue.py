@@ -65,6 +65,10 @@ async def test_a_run_whose_enqueue_failed_is_enqueued_by_the_sweep(database, new
             status=ExecutionStatus.QUEUED,
             source=GraphSource.API,
             inputs={"text": "late but once"},
+            # This deployment's run queue, as executeGraph stores it: a row without
+            # one may be taken on by any deployment's sweep sharing the database
+            # (another test's worker), and this worker's log would not show it.
+            run_queue=f"{stack.extra_env['REDIS_PREFIX']}arq:run-queue",
         )
         await Execution.filter(id=stranded.id).update(created_at=utcnow() - timedelta(minutes=2))
         await worker.start()  # its sweep runs at start, then every minute
