@@ -44,7 +44,7 @@ from app.services.graph_validation import (
     validate_graph,
 )
 from app.services.graphs_cache import graphs_changed
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.settings import Settings
 
 # Safe mode is off unless the user turns it on: on, every run of a sensitive block
@@ -297,15 +297,8 @@ async def list_graphs(user_id: uuid.UUID, first: int, after: str | None) -> Grap
     base = Graph.filter(user_id=user_id, is_active=True)
     query = base
     if after:
-        cursor = decode_cursor(after)
-        graph_id = parse_uuid(cursor.row_id)
-        if graph_id is None:
-            raise bad_input("Invalid cursor", field="after")
         # One active version per graph, so (created_at, graph_id) orders them all.
-        query = query.filter(
-            Q(created_at__lt=cursor.created_at)
-            | Q(created_at=cursor.created_at, graph_id__lt=graph_id)
-        )
+        query = query.filter(rows_after(after, id_field="graph_id"))
     rows = await query.order_by("-created_at", "-graph_id").limit(first + 1)
     total = await base.count()
     return GraphPage(graphs=rows[:first], total=total, has_next=len(rows) > first)

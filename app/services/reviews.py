@@ -32,7 +32,7 @@ from app.models import (
 )
 from app.services.executions import enqueue_resume
 from app.services.graph_validation import parse_uuid
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.settings import Settings
 from app.transactions import atomic
 
@@ -279,13 +279,7 @@ async def list_pending_reviews(
         base = base.filter(graph_id=parsed)
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = parse_uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(created_at__gt=cursor.created_at) | Q(created_at=cursor.created_at, id__gt=row_id)
-        )
+        query = query.filter(rows_after(after, ascending=True))
     rows = await query.order_by("created_at", "id").limit(first + 1)
     return ReviewPage(rows[:first], await base.count(), len(rows) > first)
 

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from tortoise import connections
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from app.clock import utcnow
@@ -30,7 +29,7 @@ from app.errors import bad_input, not_found
 from app.models import Schedule, ScheduleFiring
 from app.services.cron_times import next_fire_time, schedule_zone
 from app.services.graph_validation import parse_uuid
-from app.services.pagination import check_page_size, decode_cursor, encode_cursor
+from app.services.pagination import check_page_size, encode_cursor, rows_after
 from app.services.schedules import ScheduleSpec, validate_spec
 from app.settings import Settings
 
@@ -168,13 +167,7 @@ async def list_firings(schedule_id: uuid.UUID, first: int, after: str | None) ->
     base = ScheduleFiring.filter(schedule_id=schedule_id)
     query = base
     if after:
-        cursor = decode_cursor(after)
-        row_id = parse_uuid(cursor.row_id)
-        if row_id is None:
-            raise bad_input("Invalid cursor", field="after")
-        query = query.filter(
-            Q(due_at__lt=cursor.created_at) | Q(due_at=cursor.created_at, id__lt=row_id)
-        )
+        query = query.filter(rows_after(after, time_field="due_at"))
     rows = await query.order_by("-due_at", "-id").limit(first + 1)
     return FiringPage(rows[:first], await base.count(), len(rows) > first)
 
