@@ -135,7 +135,6 @@ class EventPublisher:
         self.redis = redis
         self.keys = EventKeys(prefix)
         self._script = redis.register_script(_PUBLISH)
-        self._many = redis.register_script(_PUBLISH_MANY)
 
     async def publish(
         self,
@@ -167,12 +166,18 @@ class EventPublisher:
         self, pipeline: Any, execution_id: uuid.UUID, bodies: list[bytes]
     ) -> None:
         """Queue non-terminal events (bodies already JSON) on `pipeline`, a Redis
-        pipeline the caller executes: one round trip for any number of events."""
+        pipeline the caller executes: one round trip for any number of events.
+        EVAL with the script's text, not a registered script: redis-py sends
+        SCRIPT EXISTS ahead of every pipeline holding one, a second round trip
+        per step; Redis keeps the compiled script by its hash either way."""
+        keys = (self.keys.seq(execution_id), self.keys.stream(execution_id))
         for start in range(0, len(bodies), PUBLISH_BATCH):
-            await self._many(
-                keys=[self.keys.seq(execution_id), self.keys.stream(execution_id)],
-                args=[STREAM_MAX_IDLE_SECONDS, *bodies[start : start + PUBLISH_BATCH]],
-                client=pipeline,
+            pipeline.eval(
+                _PUBLISH_MANY,
+                2,
+                *keys,
+                STREAM_MAX_IDLE_SECONDS,
+                *bodies[start : start + PUBLISH_BATCH],
             )
 
     async def publish_to_user(self, user_id: uuid.UUID, body: dict[str, Any]) -> None:
