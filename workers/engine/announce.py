@@ -27,6 +27,14 @@ class Announcer:
         counts = Counter({f"node_runs|{ended.status}": 1}) if ended is not None else Counter()
         await self._send(bodies, counts)
 
+    def bodies(self, rows: Iterable[NodeRow]) -> list[bytes]:
+        """Event bodies for `rows` as they stand now (sent later with `send`)."""
+        return [node_event(self.execution_id, row.snapshot()) for row in rows]
+
+    async def send(self, bodies: list[bytes], ended: NodeRow) -> None:
+        """A step's events; `ended` is counted as a node run."""
+        await self._send(bodies, Counter({f"node_runs|{ended.status}": 1}))
+
     async def snapshots(self, snapshots: list[tuple[bytes, bool]]) -> None:
         """Events for rows the database ended (snapshot JSON, whether it had run)."""
         bodies = [node_event(self.execution_id, snapshot) for snapshot, _ in snapshots]

@@ -72,6 +72,7 @@ class GraphRun:
         self.lock = asyncio.Lock()
         self.ready: deque[NodeRow] = deque()
         self.tasks: dict[asyncio.Task, NodeRow] = {}
+        self._woken: asyncio.Future | None = None
         # Node runs a stop cancelled: what they had yielded and charged, for terminate().
         self.cancelled: dict[uuid.UUID, NodeProgress] = {}
         # Sub-graph runs this run started, so a stop ends them with what they know.
@@ -262,16 +263,27 @@ class GraphRun:
 
     async def _drive(self) -> None:
         limit = self.engine.node_concurrency
+        loop = asyncio.get_running_loop()
         while True:
             while self.ready and len(self.tasks) < limit and not self.out_of_credits:
                 row = self.ready.popleft()
                 self.tasks[asyncio.create_task(run_node(self, row))] = row
             if not self.tasks:
                 return
-            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            # A node task hands its slot on to the next row itself; it wakes this
+            # loop when rows are ready and slots free (complete()).
+            self._woken = loop.create_future()
+            done, _ = await asyncio.wait(
+                [*self.tasks, self._woken], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
-                self.tasks.pop(task)
-                task.result()  # a failure outside any block must surface, not hang the run
+                if task is not self._woken:
+                    self.tasks.pop(task)
+                    task.result()  # a failure outside any block must surface, not hang the run
+
+    def _wake_drive(self) -> None:
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
 
     async def _cancel_tasks(self) -> None:
         for task in self.tasks:
@@ -331,9 +343,18 @@ class GraphRun:
         return True
 
     async def complete(
-        self, row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int
-    ) -> None:
-        """Record the node's end and hand its outputs on, in one write."""
+        self,
+        row: NodeRow,
+        outputs: dict[str, list[Any]],
+        error: str | None,
+        cost: int,
+        hand_on: bool = False,
+    ) -> tuple[NodeRow, bool] | None:
+        """Record the node's end and hand its outputs on, in one write. With
+        `hand_on`, the node's slot goes to the next row to run (the oldest ready
+        one, else one this step queued), returned with whether it is RUNNING
+        already: one that needs no charge and no review goes RUNNING in this
+        write, and its RUNNING event follows this step's events."""
         try:
             storable_outputs(outputs, self.engine.settings.MAX_NODE_OUTPUT_CHARS)
         except UnstorableOutput as exc:
@@ -344,17 +365,50 @@ class GraphRun:
         async with self.lock:
             ended(row, outputs, error, cost)
             routed = await self.router.route(row.node_id, outputs, row.ended_at)
+            following = self._following(routed) if hand_on else None
+            start = following if following is not None and self._starts_at_once(following) else None
             try:
-                await self.store.complete(self.fence, self.execution.id, row, routed)
+                began = await self.store.complete(self.fence, self.execution.id, row, routed, start)
             except UnstorableOutput as exc:
                 # The database refused the values: the node fails without them, and
                 # the routing that assumed them is read back from what was stored.
                 error = f"Output cannot be stored: {exc}"[:1000]
                 ended(row, {"error": [error]}, error, cost)
                 await self._restore_router()
+                if following is not None and not routed.holds(following):
+                    self.ready.appendleft(following)
+                following = start = None
                 routed = Routed()
-                await self.store.complete(self.fence, self.execution.id, row, routed)
+                began = await self.store.complete(self.fence, self.execution.id, row, routed)
         if row.error:
             self.failed = True
-        await self.events.rows([row, *routed.queued], ended=row)
-        self.ready.extend(routed.queued)
+        bodies = self.events.bodies([row, *routed.queued])
+        if start is not None and began:
+            start.status, start.started_at = ExecutionStatus.RUNNING, row.ended_at
+            bodies += self.events.bodies([start])
+        await self.events.send(bodies, ended=row)
+        self.ready.extend(r for r in routed.queued if r is not following)
+        if self.ready and len(self.tasks) < self.engine.node_concurrency:
+            self._wake_drive()
+        if following is None or (start is not None and not began):
+            return None  # nothing to hand on, or the row ended meanwhile (a stop)
+        return following, start is not None
+
+    def _following(self, routed: Routed) -> NodeRow | None:
+        if self.out_of_credits:
+            return None
+        if self.ready:
+            return self.ready.popleft()
+        return routed.queued[0] if routed.queued else None
+
+    def _starts_at_once(self, row: NodeRow) -> bool:
+        """Whether `row` may go RUNNING without a charge or a review first: its
+        block costs nothing (so charging it would do nothing) and asks nobody."""
+        block = self.topology.blocks[row.node_id]
+        budget = self.charger.budget
+        return (
+            not block.costs
+            and (budget is None or budget.fits(0))
+            and self.reviews.kind(block) is None
+            and row.id not in self.reviews.decisions
+        )

@@ -73,8 +73,13 @@ class GraphRun(Protocol):
     async def mark_running(self, row: NodeRow, now: Any) -> bool: ...
 
     async def complete(
-        self, row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int
-    ) -> None: ...
+        self,
+        row: NodeRow,
+        outputs: dict[str, list[Any]],
+        error: str | None,
+        cost: int,
+        hand_on: bool = False,
+    ) -> tuple[NodeRow, bool] | None: ...
 
     async def run_child(self, execution: Any) -> ExecutionStatus: ...
 
@@ -101,45 +106,53 @@ class NodeProgress:
 
 
 async def run_node(run: GraphRun, row: NodeRow) -> None:
-    block = run.topology.blocks[row.node_id]
-    progress = NodeProgress(row, block)
-    try:
-        await _run(run, progress)
-    except ChildAwaitsReview:
-        # Its sub-graph run waits for a person: the row stays RUNNING and the run
-        # waits with it; it runs again (re-attaching the child) after a decision.
-        run.reviews.child_waits(row)
-    except asyncio.CancelledError:
-        # Stopped or shut down: the row stays as stored (RUNNING re-runs on resume);
-        # a stop charges and keeps what the progress says.
-        progress.stopped_after = progress.seconds
-        run.cancelled[row.id] = progress
-        raise
-
-
-async def _run(run: GraphRun, progress: NodeProgress) -> None:
-    row, block = progress.row, progress.block
-    go_on, progress.review = await run.reviews.gate(row, block)
-    if not go_on:
-        return  # waits for a person, or was rejected (uncharged)
-    try:
-        progress.charged = await _charge_up_front(run, progress)
-    except BudgetExceeded:
-        # Nothing charged; the node shows why, and the whole run ends FAILED.
-        await finish_even_if_cancelled(
-            run.complete(row, {ERROR_PIN: [BUDGET_EXCEEDED]}, BUDGET_EXCEEDED, 0)
-        )
-        raise
-    except AppError as exc:
-        if exc.code != ErrorCode.INSUFFICIENT_CREDITS:
+    """Runs `row`, then each row its completion hands the node's slot on to."""
+    following: tuple[NodeRow, bool] | None = (row, False)
+    while following is not None:
+        row, running = following
+        progress = NodeProgress(row, run.topology.blocks[row.node_id])
+        try:
+            following = await _run(run, progress, running)
+        except ChildAwaitsReview:
+            # Its sub-graph run waits for a person: the row stays RUNNING and the run
+            # waits with it; it runs again (re-attaching the child) after a decision.
+            run.reviews.child_waits(row)
+            return
+        except asyncio.CancelledError:
+            # Stopped or shut down: the row stays as stored (RUNNING re-runs on resume);
+            # a stop charges and keeps what the progress says.
+            progress.stopped_after = progress.seconds
+            run.cancelled[row.id] = progress
             raise
-        run.out_of_credits = True
-        await finish_even_if_cancelled(
-            run.complete(row, {ERROR_PIN: [INSUFFICIENT_CREDITS]}, INSUFFICIENT_CREDITS, 0)
-        )
-        return
-    if not await finish_even_if_cancelled(run.mark_running(row, utcnow())):
-        return  # ended meanwhile (a stop): nothing to run
+
+
+async def _run(run: GraphRun, progress: NodeProgress, running: bool) -> tuple[NodeRow, bool] | None:
+    """Runs one node; the row to run next in this slot, if its end handed one on.
+    `running`: the previous node's end already wrote this row RUNNING (it needs
+    no charge and no review, GraphRun.complete)."""
+    row, block = progress.row, progress.block
+    if not running:
+        go_on, progress.review = await run.reviews.gate(row, block)
+        if not go_on:
+            return None  # waits for a person, or was rejected (uncharged)
+        try:
+            progress.charged = await _charge_up_front(run, progress)
+        except BudgetExceeded:
+            # Nothing charged; the node shows why, and the whole run ends FAILED.
+            await finish_even_if_cancelled(
+                run.complete(row, {ERROR_PIN: [BUDGET_EXCEEDED]}, BUDGET_EXCEEDED, 0)
+            )
+            raise
+        except AppError as exc:
+            if exc.code != ErrorCode.INSUFFICIENT_CREDITS:
+                raise
+            run.out_of_credits = True
+            await finish_even_if_cancelled(
+                run.complete(row, {ERROR_PIN: [INSUFFICIENT_CREDITS]}, INSUFFICIENT_CREDITS, 0)
+            )
+            return None
+        if not await finish_even_if_cancelled(run.mark_running(row, utcnow())):
+            return None  # ended meanwhile (a stop): nothing to run
     progress.started = time.monotonic()
     try:
         error = await _run_block(run, progress)
@@ -162,7 +175,9 @@ async def _run(run: GraphRun, progress: NodeProgress) -> None:
         outputs.setdefault(ERROR_PIN, []).append(error)
     progress.charged += await run.charger.after(row, block, progress.seconds)
     progress.started = None  # charged: a stop now has nothing more to charge
-    await finish_even_if_cancelled(run.complete(row, outputs, error, progress.charged))
+    return await finish_even_if_cancelled(
+        run.complete(row, outputs, error, progress.charged, hand_on=True)
+    )
 
 
 async def _charge_up_front(run: GraphRun, progress: NodeProgress) -> int:

@@ -47,6 +47,10 @@ class Routed:
         self.created.append(row)
         self._created_ids.add(row.id)
 
+    def holds(self, row: NodeRow) -> bool:
+        """Whether this step writes `row` (creates or changes it)."""
+        return row.id in self._created_ids or row.id in self.updated
+
 
 class Router:
     def __init__(

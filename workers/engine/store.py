@@ -160,11 +160,20 @@ class RunStore:
 
         return await atomic(work)
 
-    async def complete(self, fence: Fence, execution_id: uuid.UUID, row: NodeRow, routed: Routed):
-        """The node's end, the rows its values created and the rows they changed."""
+    async def complete(
+        self,
+        fence: Fence,
+        execution_id: uuid.UUID,
+        row: NodeRow,
+        routed: Routed,
+        start: NodeRow | None = None,
+    ) -> bool:
+        """The node's end, the rows its values created and the rows they changed;
+        `start` (a QUEUED row, maybe among them) goes RUNNING as the node ends, as
+        mark_running would have; returns whether it did (False: ended meanwhile)."""
         dumps(row.output_data)
 
-        async def work(conn: Any) -> None:
+        async def work(conn: Any) -> bool:
             await self._check(conn, fence)
             await (
                 NodeExecution.filter(id=row.id)
@@ -190,8 +199,17 @@ class RunStore:
                         queued_at=changed.queued_at,
                     )
                 )
+            if start is None:
+                return False
+            return bool(
+                await NodeExecution.filter(
+                    id=start.id, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]
+                )
+                .using_db(conn)
+                .update(status=ExecutionStatus.RUNNING, started_at=row.ended_at)
+            )
 
-        await atomic(work)
+        return await atomic(work)
 
     async def end_unfinished(
         self,

@@ -35,12 +35,14 @@ _OWNER = "owner AS (SELECT 1 FROM executions WHERE id = $1 AND runner_epoch = $2
 _OWNED = "EXISTS (SELECT 1 FROM owner)"
 _ROWS = (
     "jsonb_to_recordset({param}::jsonb) AS r(id uuid, node_id uuid, block_id uuid, "
-    "status text, input_data jsonb, arrival bigint, queued_at timestamptz)"
+    "status text, input_data jsonb, arrival bigint, queued_at timestamptz, "
+    "started_at timestamptz)"
 )
 _INSERT = (
     "INSERT INTO node_executions (id, execution_id, node_id, block_id, status, input_data, "
-    "output_data, arrival, queued_at, cost) SELECT r.id, {execution}, r.node_id, r.block_id, "
-    "r.status, r.input_data, '{{}}'::jsonb, r.arrival, r.queued_at, 0 FROM " + _ROWS
+    "output_data, arrival, queued_at, started_at, cost) SELECT r.id, {execution}, r.node_id, "
+    "r.block_id, r.status, r.input_data, '{{}}'::jsonb, r.arrival, r.queued_at, r.started_at, "
+    "0 FROM " + _ROWS
 )
 _SNAPSHOT = (
     "json_build_object('id', n.id, 'nodeId', n.node_id, 'blockId', n.block_id, "
@@ -50,17 +52,19 @@ _SNAPSHOT = (
 )
 
 
-def _rows_json(rows: list[NodeRow]) -> str:
+def _rows_json(rows: list[NodeRow], start: NodeRow | None = None, at: Any = None) -> str:
+    """The rows as one JSON parameter; `start` among them is written RUNNING since `at`."""
     return dumps(
         [
             {
                 "id": r.id,
                 "node_id": r.node_id,
                 "block_id": r.block_id,
-                "status": r.status,
+                "status": ExecutionStatus.RUNNING if r is start else r.status,
                 "input_data": r.input_data,
                 "arrival": r.arrival,
                 "queued_at": r.queued_at,
+                "started_at": at if r is start else r.started_at,
             }
             for r in rows
         ]
@@ -163,7 +167,15 @@ class PostgresRunStore(RunStore):
         _owned_or_lost(row["owned"], fence)
         return bool(row["moved"])
 
-    async def complete(self, fence: Fence, execution_id: uuid.UUID, row: NodeRow, routed: Routed):
+    async def complete(
+        self,
+        fence: Fence,
+        execution_id: uuid.UUID,
+        row: NodeRow,
+        routed: Routed,
+        start: NodeRow | None = None,
+    ) -> bool:
+        at = row.ended_at
         parts = [
             _OWNER,
             "done AS (UPDATE node_executions SET status = $4, output_data = $5::jsonb, "
@@ -180,24 +192,40 @@ class PostgresRunStore(RunStore):
             row.cost,
         ]
         if routed.created:
-            args += [execution_id, _rows_json(routed.created)]
+            args += [execution_id, _rows_json(routed.created, start, at)]
             insert = _INSERT.format(execution=f"${len(args) - 1}", param=f"${len(args)}")
             parts.append(f"created AS ({insert} WHERE {_OWNED} RETURNING 1)")
         if routed.updated:
-            args.append(_rows_json(list(routed.updated.values())))
+            args.append(_rows_json(list(routed.updated.values()), start, at))
             rows = _ROWS.format(param=f"${len(args)}")
             parts.append(
                 "changed AS (UPDATE node_executions n SET input_data = r.input_data, "
-                f"status = r.status, queued_at = r.queued_at FROM {rows} "
-                f"WHERE n.id = r.id AND {_OWNED} RETURNING 1)"
+                "status = r.status, queued_at = r.queued_at, started_at = r.started_at "
+                f"FROM {rows} WHERE n.id = r.id AND {_OWNED} RETURNING 1)"
             )
-        sql = "WITH " + ", ".join(parts) + " SELECT (SELECT count(*) FROM owner) AS owned"
+        # A row queued before this step starts like mark_running: only if still to run.
+        waited = start is not None and not routed.holds(start)
+        if waited:
+            args += [start.id, at]
+            parts.append(
+                "began AS (UPDATE node_executions SET status = 'RUNNING', "
+                f"started_at = ${len(args)} WHERE id = ${len(args) - 1} "
+                f"AND status IN ('QUEUED', 'RUNNING') AND {_OWNED} RETURNING 1)"
+            )
+        sql = (
+            "WITH "
+            + ", ".join(parts)
+            + " SELECT (SELECT count(*) FROM owner) AS owned, "
+            + ("(SELECT count(*) FROM began)" if waited else "1")
+            + " AS began"
+        )
         try:
             result = await _fetchrow(sql, *args)
         except asyncpg.exceptions.DataError as exc:
             # e.g. text PostgreSQL cannot hold: the same values would fail again.
             raise UnstorableOutput(str(exc)) from None
         _owned_or_lost(result["owned"], fence)
+        return start is not None and bool(result["began"])
 
     async def end_unfinished(
         self,
