@@ -31,9 +31,9 @@ class Announcer:
         """Event bodies for `rows` as they stand now (sent later with `send`)."""
         return [node_event(self.execution_id, row.snapshot()) for row in rows]
 
-    async def send(self, bodies: list[bytes], ended: NodeRow) -> None:
-        """A step's events; `ended` is counted as a node run."""
-        await self._send(bodies, Counter({f"node_runs|{ended.status}": 1}))
+    async def send(self, bodies: list[bytes], counts: Counter) -> None:
+        """A step's events (from `bodies`) and counter bumps ("node_runs|STATUS" -> n)."""
+        await self._send(bodies, counts)
 
     async def snapshots(self, snapshots: list[tuple[bytes, bool]]) -> None:
         """Events for rows the database ended (snapshot JSON, whether it had run)."""

@@ -5,8 +5,10 @@ State lives in the database so another worker can resume after a crash:
   (routing.py), QUEUED once every linked pin holds one, then RUNNING, then
   COMPLETED or FAILED (TERMINATED when stopped);
 - a node's completion, its outputs and the rows its values create or fill are
-  written in one statement (store_postgres.py), so a resumed run never re-runs
-  a completed node and never loses or doubles a value; static link values and
+  written in one statement (store_postgres.py; nodes ending together share it,
+  and the row a node hands its slot on to starts in it: node_ends.py), so a
+  resumed run never re-runs a completed node and never loses or doubles a
+  value; static link values and
   the execution's outputs are read back from completed rows, never rewritten per
   node. A node that was QUEUED or RUNNING when its worker died runs again under
   the same id, so its charges (keyed by that id) are never taken twice;
@@ -35,13 +37,14 @@ from workers.engine.charging import Charger
 from workers.engine.context import EngineContext
 from workers.engine.credit_budget import CreditBudget
 from workers.engine.limits import RunBudget
-from workers.engine.node_run import INSUFFICIENT_CREDITS, NodeProgress, ended, run_node
+from workers.engine.node_ends import Following, NodeEnds
+from workers.engine.node_run import INSUFFICIENT_CREDITS, NodeProgress, run_node
 from workers.engine.ownership import Fence
 from workers.engine.reviews import RunReviews, safe_mode_of
-from workers.engine.routing import Routed, Router
+from workers.engine.routing import Router
 from workers.engine.rows import NodeRow
 from workers.engine.stats import execution_stats
-from workers.engine.store import UNFINISHED, UnstorableOutput, dumps, storable_outputs
+from workers.engine.store import UNFINISHED, dumps
 from workers.engine.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -68,8 +71,9 @@ class GraphRun:
         # maxCredits of the root execution, shared with every sub-graph run below it.
         self.credit_budget = credit_budget
         self.charger = Charger(engine, execution, credit_budget)
-        # Completions are written one at a time, in the order they take this lock.
+        # Completions are written one batch at a time, in the order they take this lock.
         self.lock = asyncio.Lock()
+        self.ends = NodeEnds(self)
         self.ready: deque[NodeRow] = deque()
         self.tasks: dict[asyncio.Task, NodeRow] = {}
         self._woken: asyncio.Future | None = None
@@ -213,7 +217,7 @@ class GraphRun:
         return True
 
     async def _resume(self) -> None:
-        state = await self._restore_router()
+        state = await self.restore_router()
         await self.reviews.load()
         for row in state.unfinished:
             if row.status == ExecutionStatus.INCOMPLETE:
@@ -226,7 +230,7 @@ class GraphRun:
         self.failed = state.failed
         log.info("resuming execution %s with %d node(s) to run", self.execution.id, len(self.ready))
 
-    async def _restore_router(self) -> Any:
+    async def restore_router(self) -> Any:
         state = await self.store.resume_state(self.execution.id, self.topology.static_sources())
         arrival = self.router.arrival
         self.router = Router(self.execution.id, self.topology, self.budget.take)
@@ -281,9 +285,11 @@ class GraphRun:
                     self.tasks.pop(task)
                     task.result()  # a failure outside any block must surface, not hang the run
 
-    def _wake_drive(self) -> None:
-        if self._woken is not None and not self._woken.done():
-            self._woken.set_result(None)
+    def wake_if_room(self) -> None:
+        """Rows are ready: the drive loop starts them if slots are free."""
+        if self.ready and len(self.tasks) < self.engine.node_concurrency:
+            if self._woken is not None and not self._woken.done():
+                self._woken.set_result(None)
 
     async def _cancel_tasks(self) -> None:
         for task in self.tasks:
@@ -349,66 +355,8 @@ class GraphRun:
         error: str | None,
         cost: int,
         hand_on: bool = False,
-    ) -> tuple[NodeRow, bool] | None:
-        """Record the node's end and hand its outputs on, in one write. With
-        `hand_on`, the node's slot goes to the next row to run (the oldest ready
-        one, else one this step queued), returned with whether it is RUNNING
-        already: one that needs no charge and no review goes RUNNING in this
-        write, and its RUNNING event follows this step's events."""
-        try:
-            storable_outputs(outputs, self.engine.settings.MAX_NODE_OUTPUT_CHARS)
-        except UnstorableOutput as exc:
-            # Values JSON cannot carry (a lone surrogate from a web page): the node
-            # fails at once; retrying would only meet them again.
-            error = f"Output cannot be stored: {exc}"[:1000]
-            outputs = {"error": [error]}
-        async with self.lock:
-            ended(row, outputs, error, cost)
-            routed = await self.router.route(row.node_id, outputs, row.ended_at)
-            following = self._following(routed) if hand_on else None
-            start = following if following is not None and self._starts_at_once(following) else None
-            try:
-                began = await self.store.complete(self.fence, self.execution.id, row, routed, start)
-            except UnstorableOutput as exc:
-                # The database refused the values: the node fails without them, and
-                # the routing that assumed them is read back from what was stored.
-                error = f"Output cannot be stored: {exc}"[:1000]
-                ended(row, {"error": [error]}, error, cost)
-                await self._restore_router()
-                if following is not None and not routed.holds(following):
-                    self.ready.appendleft(following)
-                following = start = None
-                routed = Routed()
-                began = await self.store.complete(self.fence, self.execution.id, row, routed)
-        if row.error:
-            self.failed = True
-        bodies = self.events.bodies([row, *routed.queued])
-        if start is not None and began:
-            start.status, start.started_at = ExecutionStatus.RUNNING, row.ended_at
-            bodies += self.events.bodies([start])
-        await self.events.send(bodies, ended=row)
-        self.ready.extend(r for r in routed.queued if r is not following)
-        if self.ready and len(self.tasks) < self.engine.node_concurrency:
-            self._wake_drive()
-        if following is None or (start is not None and not began):
-            return None  # nothing to hand on, or the row ended meanwhile (a stop)
-        return following, start is not None
-
-    def _following(self, routed: Routed) -> NodeRow | None:
-        if self.out_of_credits:
-            return None
-        if self.ready:
-            return self.ready.popleft()
-        return routed.queued[0] if routed.queued else None
-
-    def _starts_at_once(self, row: NodeRow) -> bool:
-        """Whether `row` may go RUNNING without a charge or a review first: its
-        block costs nothing (so charging it would do nothing) and asks nobody."""
-        block = self.topology.blocks[row.node_id]
-        budget = self.charger.budget
-        return (
-            not block.costs
-            and (budget is None or budget.fits(0))
-            and self.reviews.kind(block) is None
-            and row.id not in self.reviews.decisions
-        )
+    ) -> Following:
+        """Record the node's end and hand its outputs on, in one write (with the
+        ends of other nodes ending meanwhile: node_ends.py). With `hand_on` the
+        node's slot goes to the next row to run, returned."""
+        return await self.ends.complete(row, outputs, error, cost, hand_on)

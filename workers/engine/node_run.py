@@ -250,12 +250,3 @@ async def _gather_outputs(
 ) -> None:
     async for pin, value in block.run(typed, context):
         progress.outputs.setdefault(pin, []).append(value)
-
-
-def ended(row: NodeRow, outputs: dict[str, list[Any]], error: str | None, cost: int) -> None:
-    """Fills in a row's end (the caller holds the run's completion lock)."""
-    row.status = ExecutionStatus.FAILED if error else ExecutionStatus.COMPLETED
-    row.output_data = outputs
-    row.ended_at = utcnow()
-    row.error = error
-    row.cost = cost

@@ -49,7 +49,10 @@ class Routed:
 
     def holds(self, row: NodeRow) -> bool:
         """Whether this step writes `row` (creates or changes it)."""
-        return row.id in self._created_ids or row.id in self.updated
+        return self.holds_id(row.id)
+
+    def holds_id(self, row_id: uuid.UUID) -> bool:
+        return row_id in self._created_ids or row_id in self.updated
 
 
 class Router:
@@ -125,10 +128,15 @@ class Router:
     # ------------------------------------------------------------ routing
 
     async def route(
-        self, source_id: uuid.UUID, outputs: dict[str, list[Any]], now: datetime
+        self,
+        source_id: uuid.UUID,
+        outputs: dict[str, list[Any]],
+        now: datetime,
+        routed: Routed | None = None,
     ) -> Routed:
-        """Hands each output value along every link from its pin."""
-        routed = Routed()
+        """Hands each output value along every link from its pin; adds what that
+        changed to `routed` (one write may carry several nodes' routing)."""
+        routed = routed if routed is not None else Routed()
         handled = 0
         for link in self.topology.links_from.get(source_id, ()):
             sink, pin = link.sink_id, link.sink_name

@@ -164,28 +164,31 @@ class RunStore:
         self,
         fence: Fence,
         execution_id: uuid.UUID,
-        row: NodeRow,
+        ended: list[NodeRow],
         routed: Routed,
-        start: NodeRow | None = None,
-    ) -> bool:
-        """The node's end, the rows its values created and the rows they changed;
-        `start` (a QUEUED row, maybe among them) goes RUNNING as the node ends, as
-        mark_running would have; returns whether it did (False: ended meanwhile)."""
-        dumps(row.output_data)
+        starts: dict[uuid.UUID, datetime],
+    ) -> set[uuid.UUID]:
+        """The nodes' ends, the rows their values created and the rows they changed;
+        the rows in `starts` (QUEUED, maybe among those) go RUNNING since the time
+        given, as mark_running would; returns those that did (the others ended
+        meanwhile)."""
+        for row in ended:
+            dumps(row.output_data)
 
-        async def work(conn: Any) -> bool:
+        async def work(conn: Any) -> set[uuid.UUID]:
             await self._check(conn, fence)
-            await (
-                NodeExecution.filter(id=row.id)
-                .using_db(conn)
-                .update(
-                    status=row.status,
-                    output_data=row.output_data,
-                    ended_at=row.ended_at,
-                    error=row.error,
-                    cost=row.cost,
+            for row in ended:
+                await (
+                    NodeExecution.filter(id=row.id)
+                    .using_db(conn)
+                    .update(
+                        status=row.status,
+                        output_data=row.output_data,
+                        ended_at=row.ended_at,
+                        error=row.error,
+                        cost=row.cost,
+                    )
                 )
-            )
             if routed.created:
                 records = [NodeExecution(**row_record(r, execution_id)) for r in routed.created]
                 await NodeExecution.bulk_create(records, using_db=conn)
@@ -199,15 +202,17 @@ class RunStore:
                         queued_at=changed.queued_at,
                     )
                 )
-            if start is None:
-                return False
-            return bool(
-                await NodeExecution.filter(
-                    id=start.id, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]
-                )
-                .using_db(conn)
-                .update(status=ExecutionStatus.RUNNING, started_at=row.ended_at)
-            )
+            began = set()
+            for row_id, at in starts.items():
+                if await (
+                    NodeExecution.filter(
+                        id=row_id, status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]
+                    )
+                    .using_db(conn)
+                    .update(status=ExecutionStatus.RUNNING, started_at=at)
+                ):
+                    began.add(row_id)
+            return began
 
         return await atomic(work)
 

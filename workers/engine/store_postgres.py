@@ -52,19 +52,36 @@ _SNAPSHOT = (
 )
 
 
-def _rows_json(rows: list[NodeRow], start: NodeRow | None = None, at: Any = None) -> str:
-    """The rows as one JSON parameter; `start` among them is written RUNNING since `at`."""
+def _rows_json(rows: list[NodeRow], starts: dict[uuid.UUID, datetime] | None = None) -> str:
+    """The rows as one JSON parameter; those in `starts` are written RUNNING since then."""
+    starts = starts or {}
     return dumps(
         [
             {
                 "id": r.id,
                 "node_id": r.node_id,
                 "block_id": r.block_id,
-                "status": ExecutionStatus.RUNNING if r is start else r.status,
+                "status": ExecutionStatus.RUNNING if r.id in starts else r.status,
                 "input_data": r.input_data,
                 "arrival": r.arrival,
                 "queued_at": r.queued_at,
-                "started_at": at if r is start else r.started_at,
+                "started_at": starts.get(r.id, r.started_at),
+            }
+            for r in rows
+        ]
+    )
+
+
+def _ends_json(rows: list[NodeRow]) -> str:
+    return dumps(
+        [
+            {
+                "id": r.id,
+                "status": r.status,
+                "output_data": r.output_data,
+                "ended_at": r.ended_at,
+                "error": r.error,
+                "cost": r.cost,
             }
             for r in rows
         ]
@@ -171,52 +188,46 @@ class PostgresRunStore(RunStore):
         self,
         fence: Fence,
         execution_id: uuid.UUID,
-        row: NodeRow,
+        ended: list[NodeRow],
         routed: Routed,
-        start: NodeRow | None = None,
-    ) -> bool:
-        at = row.ended_at
+        starts: dict[uuid.UUID, datetime],
+    ) -> set[uuid.UUID]:
         parts = [
             _OWNER,
-            "done AS (UPDATE node_executions SET status = $4, output_data = $5::jsonb, "
-            f"ended_at = $6, error = $7, cost = $8 WHERE id = $3 AND {_OWNED} RETURNING 1)",
+            "done AS (UPDATE node_executions n SET status = d.status, "
+            "output_data = d.output_data, ended_at = d.ended_at, error = d.error, cost = d.cost "
+            "FROM jsonb_to_recordset($3::jsonb) AS d(id uuid, status text, output_data jsonb, "
+            "ended_at timestamptz, error text, cost int) "
+            f"WHERE n.id = d.id AND {_OWNED} RETURNING 1)",
         ]
-        args: list[Any] = [
-            fence.root_id,
-            fence.epoch,
-            row.id,
-            str(row.status),
-            dumps(row.output_data),
-            row.ended_at,
-            row.error,
-            row.cost,
-        ]
+        args: list[Any] = [fence.root_id, fence.epoch, _ends_json(ended)]
         if routed.created:
-            args += [execution_id, _rows_json(routed.created, start, at)]
+            args += [execution_id, _rows_json(routed.created, starts)]
             insert = _INSERT.format(execution=f"${len(args) - 1}", param=f"${len(args)}")
             parts.append(f"created AS ({insert} WHERE {_OWNED} RETURNING 1)")
         if routed.updated:
-            args.append(_rows_json(list(routed.updated.values()), start, at))
+            args.append(_rows_json(list(routed.updated.values()), starts))
             rows = _ROWS.format(param=f"${len(args)}")
             parts.append(
                 "changed AS (UPDATE node_executions n SET input_data = r.input_data, "
                 "status = r.status, queued_at = r.queued_at, started_at = r.started_at "
                 f"FROM {rows} WHERE n.id = r.id AND {_OWNED} RETURNING 1)"
             )
-        # A row queued before this step starts like mark_running: only if still to run.
-        waited = start is not None and not routed.holds(start)
+        # Rows queued before this write start as mark_running would: only if still to run.
+        waited = {row_id: at for row_id, at in starts.items() if not routed.holds_id(row_id)}
         if waited:
-            args += [start.id, at]
+            args.append(dumps([{"id": row_id, "at": at} for row_id, at in waited.items()]))
             parts.append(
-                "began AS (UPDATE node_executions SET status = 'RUNNING', "
-                f"started_at = ${len(args)} WHERE id = ${len(args) - 1} "
-                f"AND status IN ('QUEUED', 'RUNNING') AND {_OWNED} RETURNING 1)"
+                "began AS (UPDATE node_executions n SET status = 'RUNNING', started_at = s.at "
+                f"FROM jsonb_to_recordset(${len(args)}::jsonb) AS s(id uuid, at timestamptz) "
+                f"WHERE n.id = s.id AND n.status IN ('QUEUED', 'RUNNING') AND {_OWNED} "
+                "RETURNING n.id)"
             )
         sql = (
             "WITH "
             + ", ".join(parts)
             + " SELECT (SELECT count(*) FROM owner) AS owned, "
-            + ("(SELECT count(*) FROM began)" if waited else "1")
+            + ("(SELECT array_agg(id) FROM began)" if waited else "NULL::uuid[]")
             + " AS began"
         )
         try:
@@ -225,7 +236,7 @@ class PostgresRunStore(RunStore):
             # e.g. text PostgreSQL cannot hold: the same values would fail again.
             raise UnstorableOutput(str(exc)) from None
         _owned_or_lost(result["owned"], fence)
-        return start is not None and bool(result["began"])
+        return {row_id for row_id in starts if row_id not in waited} | set(result["began"] or ())
 
     async def end_unfinished(
         self,
