@@ -192,15 +192,33 @@ class PostgresRunStore(RunStore):
         routed: Routed,
         starts: dict[uuid.UUID, datetime],
     ) -> set[uuid.UUID]:
-        parts = [
-            _OWNER,
-            "done AS (UPDATE node_executions n SET status = d.status, "
-            "output_data = d.output_data, ended_at = d.ended_at, error = d.error, cost = d.cost "
-            "FROM jsonb_to_recordset($3::jsonb) AS d(id uuid, status text, output_data jsonb, "
-            "ended_at timestamptz, error text, cost int) "
-            f"WHERE n.id = d.id AND {_OWNED} RETURNING 1)",
-        ]
-        args: list[Any] = [fence.root_id, fence.epoch, _ends_json(ended)]
+        if len(ended) == 1:
+            # One end (a chain's step): plain parameters plan faster than a recordset join.
+            [row] = ended
+            done = (
+                "done AS (UPDATE node_executions SET status = $3, output_data = $4::jsonb, "
+                f"ended_at = $5, error = $6, cost = $7 WHERE id = $8 AND {_OWNED} RETURNING 1)"
+            )
+            args: list[Any] = [
+                fence.root_id,
+                fence.epoch,
+                str(row.status),
+                dumps(row.output_data),
+                row.ended_at,
+                row.error,
+                row.cost,
+                row.id,
+            ]
+        else:
+            done = (
+                "done AS (UPDATE node_executions n SET status = d.status, "
+                "output_data = d.output_data, ended_at = d.ended_at, error = d.error, "
+                "cost = d.cost FROM jsonb_to_recordset($3::jsonb) AS d(id uuid, status text, "
+                "output_data jsonb, ended_at timestamptz, error text, cost int) "
+                f"WHERE n.id = d.id AND {_OWNED} RETURNING 1)"
+            )
+            args = [fence.root_id, fence.epoch, _ends_json(ended)]
+        parts = [_OWNER, done]
         if routed.created:
             args += [execution_id, _rows_json(routed.created, starts)]
             insert = _INSERT.format(execution=f"${len(args) - 1}", param=f"${len(args)}")
