@@ -163,6 +163,33 @@ class EventPublisher:
             )
         )
 
+    async def publish_on(
+        self,
+        pipeline: Any,
+        execution_id: uuid.UUID,
+        body: bytes,
+        *,
+        graph_id: uuid.UUID | None = None,
+        terminal: bool = False,
+    ) -> None:
+        """publish(), queued on `pipeline` (a Redis pipeline the caller executes),
+        `body` already JSON: many runs ending together in one round trip."""
+        await self._script(
+            keys=[
+                self.keys.seq(execution_id),
+                self.keys.stream(execution_id),
+                self.keys.graph_stream(graph_id) if graph_id else "",
+            ],
+            args=[
+                body,
+                STREAM_MAX_IDLE_SECONDS,
+                "1" if terminal else "0",
+                GRAPH_STREAM_MAXLEN,
+                STREAM_RETENTION_SECONDS,
+            ],
+            client=pipeline,
+        )
+
     async def publish_many(
         self, pipeline: Any, execution_id: uuid.UUID, bodies: list[bytes]
     ) -> None:

@@ -18,7 +18,8 @@ from arq import Retry
 
 from app import log_context
 from app.models import Execution, ExecutionStatus
-from app.services.executions import descendant_ids, stop_requested_key
+from app.services.execution_family import descendant_ids
+from app.services.executions import stop_requested_key
 from app.services.run_slots import RunSlots
 from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
