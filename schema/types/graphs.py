@@ -14,7 +14,7 @@ from app.context import Info
 from app.services import graphs as graph_service
 from app.services import trigger_setup
 from app.services.blocks import BlockCatalog
-from app.services.graph_rows import LinkRecord, NodeRecord
+from app.services.graph_rows import NodeRecord
 from app.services.graph_validation import Validation
 from schema.types.blocks import Block
 from schema.types.pages import PageInfo
@@ -48,6 +48,8 @@ class Node:
         )
 
 
+# Lists of graphs give app.services.graph_rows.LinkRecord as it is: its
+# attributes are these fields (tests/test_graph_rows.py), and Link has no resolvers.
 @strawberry.type
 class Link:
     id: strawberry.ID
@@ -56,17 +58,6 @@ class Link:
     source_name: str
     sink_name: str
     is_static: bool
-
-    @classmethod
-    def from_model(cls, row: models.Link | LinkRecord) -> Link:
-        return cls(
-            id=row.id,
-            source_id=row.source_id,
-            sink_id=row.sink_id,
-            source_name=row.source_name,
-            sink_name=row.sink_name,
-            is_static=row.is_static,
-        )
 
 
 @strawberry.type
