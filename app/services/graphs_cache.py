@@ -22,6 +22,7 @@ an entry of another generation is a miss.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import hashlib
@@ -100,9 +101,12 @@ class GraphsCache:
         if not self.seconds:
             return None, None
         try:
-            found, entry = await self._cache.multi_get(
-                [f"gen:{user_id}", f"{user_id}:{request_key}"]
-            )
+            # asyncio.timeout rather than aiocache's own (asyncio.wait_for, a
+            # task and a loop turn more on every hit); the same limit.
+            async with asyncio.timeout(self._cache.timeout):
+                found, entry = await self._cache.multi_get(
+                    [f"gen:{user_id}", f"{user_id}:{request_key}"], timeout=None
+                )
             generation = orjson.loads(found) if found is not None else None
             if generation is None:
                 generation = await self._new_generation(user_id)
