@@ -133,7 +133,9 @@ def _helpers_of(executor: Any) -> GraphQLResolveInfoHelpers:
 
     def gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
         found = ref()
-        return found.gather_async_work(values) if found else gather_with_cancel(*values)
+        if found is None:
+            return gather_with_cancel(*values)
+        return found.gather_async_work(values)
 
     def track(values: Sequence[Any]) -> None:
         found = ref()
