@@ -11,8 +11,9 @@ repeated request costs once it is cached (issue 14).
   result's own data): the least any GraphQL layer on this stack spends.
 - graphs_query_cached_p50: the same request over HTTP, repeated with nothing
   changed, answered from the per-user response cache, until its body is in
-  (not parsed: that is the client's cost). Baseline (same run, interleaved):
-  `{ __typename }` over HTTP, signed in.
+  (not parsed: that is the client's cost). httpx asks for gzip as browsers
+  do, so a hit arrives compressed and is inflated here, in the time.
+  Baseline (same run, interleaved): `{ __typename }` over HTTP, signed in.
 - graphs_query_raw_sql: the storage floor, shown apart: three raw SQL
   statements through asyncpg fetching the same rows.
 """
