@@ -1,5 +1,5 @@
-"""The graphql-core executor strawberry uses, with a leak closed and a cap on
-the size of what it builds.
+"""The graphql-core executor strawberry uses, with leaks closed, a cap on
+the size of what it builds, and a short way through plain fields.
 
 graphql-core 3.3's per-event executor of a subscription is a shallow copy of
 the subscription's executor, so every event adds entries (keyed by the id of
@@ -21,16 +21,35 @@ tree that aliases copy (30 copies of `__schema { types { fields { … } } }`
 took 1.5 s of CPU and stalled every other request). Every field resolved
 under `__schema` or `__type` is counted, and past the limit the operation
 stops the same way.
+
+Plain leaves (issue 14): a field that only reads an attribute and returns a
+scalar or enum (mark_plain_leaves) is read here directly, with the same
+errors, instead of through strawberry's resolver and a resolve info.
+graphql-core's resolve-info helpers hold the executor weakly (_helpers_of), so
+a request's objects are freed when it ends instead of by the collector.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import weakref
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
-from graphql import located_error
+from graphql import (
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLResolveInfoHelpers,
+    Undefined,
+    is_leaf_type,
+    located_error,
+)
+from graphql.pyutils import gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
 
 from app.errors import AppError, ErrorCode
 
@@ -60,6 +79,37 @@ def _size(value: Any) -> int:
         return len(repr(value)) + LEAF_OVERHEAD
 
 
+# Set on a field that only reads an attribute of its object and returns a
+# scalar or enum: (attribute, leaf type, non-null). Most of a large result is
+# such fields (a page of graphs: ~7,000 of its ~8,000), and strawberry's
+# wrappers and the resolve info built for each cost about as much as
+# graphql-core's own work on the field (issue 14).
+PLAIN_LEAF = "agentgraph_plain_leaf"
+_NEVER_AWAITABLE = frozenset({str, int, float, bool, dict, list})
+
+
+def mark_plain_leaves(schema: Any) -> None:
+    """Marks the fields the executor reads directly: strawberry's own basic
+    fields (no resolver, no field extension such as a permission, no
+    exception handler, no arguments) of a scalar or enum type."""
+    if schema.config.default_resolver is not getattr:
+        return
+    for named in schema._schema.type_map.values():
+        if not isinstance(named, GraphQLObjectType) or named.name.startswith("__"):
+            continue
+        for field in named.fields.values():
+            definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            if not isinstance(definition, StrawberryField) or not definition.is_basic_field:
+                continue
+            # strawberry marks the resolver it gives a basic field with no handler.
+            if not getattr(field.resolve, "_is_default", False) or field.args:
+                continue
+            non_null = isinstance(field.type, GraphQLNonNull)
+            leaf = field.type.of_type if non_null else field.type
+            if is_leaf_type(leaf):
+                setattr(field, PLAIN_LEAF, (definition.python_name, leaf, non_null))
+
+
 class IntrospectionTooLarge(ResponseTooLarge):
     def __init__(self, limit: int) -> None:
         AppError.__init__(
@@ -68,6 +118,40 @@ class IntrospectionTooLarge(ResponseTooLarge):
             f"Introspection resolving more than {limit} fields; ask for the schema once "
             "(GraphiQL's introspection query) instead of copies of it",
         )
+
+
+def _helpers_of(executor: Any) -> GraphQLResolveInfoHelpers:
+    """graphql-core's resolve-info helpers, holding the executor weakly.
+
+    Its own are the executor's bound methods, which the executor holds: a
+    cycle through the request's context, loaders and every row they read, so
+    nothing of a request was freed until a full collection (a page of graphs
+    left ~7,000 objects, and the collector walking them was a third of the
+    request's CPU). Only graphql-core's own frames, which hold the executor,
+    call these while it works."""
+    ref = weakref.ref(executor)
+
+    def gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
+        found = ref()
+        if found is None:
+            return gather_with_cancel(*values)
+        return found.gather_async_work(values)
+
+    def track(values: Sequence[Any]) -> None:
+        found = ref()
+        if found is not None:
+            found.track_async_work(values)
+            return
+        for value in values:  # the execution is over: observe what still runs
+            if asyncio.isfuture(value) or asyncio.iscoroutine(value):
+                asyncio.ensure_future(value).add_done_callback(_observe)
+
+    return GraphQLResolveInfoHelpers(gather=gather, track=track)
+
+
+def _observe(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -79,6 +163,10 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
         self.response_bytes = 0
         self.introspection_fields = 0
         self.too_large = False
+        self.async_helpers = _helpers_of(self)
+        # A resolver middleware (a schema extension's `resolve`) sees every field.
+        middleware = self.middleware_manager
+        self.read_plain_leaves = not (middleware and middleware.middlewares)
 
     def build_per_event_executor(self, payload: Any):
         executor = super().build_per_event_executor(payload)
@@ -93,6 +181,25 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
     ) -> Any:
         if self.too_large:
             return None  # the result is dropped: resolve nothing more
+        field_def = parent_type.fields.get(field_details_list[0].node.name.value)
+        plain = getattr(field_def, PLAIN_LEAF, None)
+        if plain is not None and self.read_plain_leaves:
+            try:
+                result = getattr(source, plain[0])
+                if result is None or result is Undefined:
+                    if plain[2]:
+                        raise TypeError(
+                            "Cannot return null for non-nullable field "
+                            f"{parent_type.name}.{field_details_list[0].node.name.value}."
+                        )
+                    return None
+                if isinstance(result, Exception):
+                    raise result
+                if type(result) in _NEVER_AWAITABLE or not self.is_awaitable(result):
+                    return self.complete_leaf_value(plain[1], result)
+            except Exception as raw_error:
+                self.handle_field_error(raw_error, field_def.type, field_details_list, path)
+                return None
         if parent_type.name.startswith("__"):
             self.introspection_fields += 1
             if self.introspection_fields > self.introspection_limit:
