@@ -146,22 +146,10 @@ class EventPublisher:
         terminal: bool = False,
     ) -> int:
         """Append one event; returns its seq. `graph_id` also puts it on the graph's stream."""
-        return int(
-            await self._script(
-                keys=[
-                    self.keys.seq(execution_id),
-                    self.keys.stream(execution_id),
-                    self.keys.graph_stream(graph_id) if graph_id else "",
-                ],
-                args=[
-                    orjson.dumps(body, default=str),
-                    STREAM_MAX_IDLE_SECONDS,
-                    "1" if terminal else "0",
-                    GRAPH_STREAM_MAXLEN,
-                    STREAM_RETENTION_SECONDS,
-                ],
-            )
+        keys, args = self._publish_call(
+            execution_id, orjson.dumps(body, default=str), graph_id, terminal
         )
+        return int(await self._script(keys=keys, args=args))
 
     async def publish_on(
         self,
@@ -174,21 +162,25 @@ class EventPublisher:
     ) -> None:
         """publish(), queued on `pipeline` (a Redis pipeline the caller executes),
         `body` already JSON: many runs ending together in one round trip."""
-        await self._script(
-            keys=[
-                self.keys.seq(execution_id),
-                self.keys.stream(execution_id),
-                self.keys.graph_stream(graph_id) if graph_id else "",
-            ],
-            args=[
-                body,
-                STREAM_MAX_IDLE_SECONDS,
-                "1" if terminal else "0",
-                GRAPH_STREAM_MAXLEN,
-                STREAM_RETENTION_SECONDS,
-            ],
-            client=pipeline,
-        )
+        keys, args = self._publish_call(execution_id, body, graph_id, terminal)
+        await self._script(keys=keys, args=args, client=pipeline)
+
+    def _publish_call(
+        self, execution_id: uuid.UUID, body: bytes, graph_id: uuid.UUID | None, terminal: bool
+    ) -> tuple[list[str], list[Any]]:
+        keys = [
+            self.keys.seq(execution_id),
+            self.keys.stream(execution_id),
+            self.keys.graph_stream(graph_id) if graph_id else "",
+        ]
+        args = [
+            body,
+            STREAM_MAX_IDLE_SECONDS,
+            "1" if terminal else "0",
+            GRAPH_STREAM_MAXLEN,
+            STREAM_RETENTION_SECONDS,
+        ]
+        return keys, args
 
     async def publish_many(
         self, pipeline: Any, execution_id: uuid.UUID, bodies: list[bytes]

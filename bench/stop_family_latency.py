@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.support import bench_stack, figure_line, median, ms, signed_in_user
+from bench.support import bench_stack, figure_line, median, ms, signed_in_user, time_stop
 
 FAN_OUT = 20
 RUNNING_AT_ONCE = 16
 CHILD_RUNS = RUNNING_AT_ONCE + RUNNING_AT_ONCE * RUNNING_AT_ONCE
 RUNS = 2
-STOP = "mutation($id: ID!) { stopExecution(id: $id) { status } }"
 
 
 def fan_out_graph(name: str, child_id: str) -> dict:
@@ -116,13 +115,7 @@ async def main() -> None:
                         break
                     await asyncio.sleep(0.1)
                 print(f"  family of {len(ids) - 1} sub-graph runs, {waits} Waits running")
-                started = time.perf_counter()
-                stop = asyncio.create_task(gql.ok(STOP, {"id": run["id"]}, token=user.token))
-                while (await Execution.get(id=run["id"])).status != "TERMINATED":
-                    assert time.monotonic() < deadline + 300, "the stop never ended"
-                    await asyncio.sleep(0.01)
-                stops.append(time.perf_counter() - started)
-                await stop
+                stops.append(await time_stop(gql, user, run["id"]))
                 unfinished = await Execution.filter(
                     id__in=ids, status__in=["QUEUED", "RUNNING", "REVIEW"]
                 ).count()

@@ -69,15 +69,6 @@ def _next_time(balance: UserBalance) -> datetime:
     return max(now, latest + _TICK) if latest is not None else now
 
 
-async def _release(conn, user_id: uuid.UUID, key: str) -> int:
-    """Drops the hold `key` (inside the caller's locked transaction); its amount, or 0."""
-    held = await CreditReservation.filter(key=key, user_id=user_id).using_db(conn).first()
-    if held is None:
-        return 0
-    await CreditReservation.filter(key=key).using_db(conn).delete()
-    return held.amount
-
-
 async def _release_many(conn, user_id: uuid.UUID, keys: list[str]) -> int:
     """Drops these holds (inside the caller's locked transaction); what they held."""
     held = 0
@@ -110,7 +101,9 @@ async def record_transaction(
 
     async def work(conn) -> LedgerEntry:
         balance = await _locked_balance(user_id, conn)
-        released = await _release(conn, user_id, release_reservation) if release_reservation else 0
+        released = (
+            await _release_many(conn, user_id, [release_reservation]) if release_reservation else 0
+        )
         reserved = balance.reserved - released
         existing = await CreditTransaction.filter(key=key).using_db(conn).first()
         if existing is not None:
@@ -199,10 +192,15 @@ async def reserve(
 
 async def release(user_id: uuid.UUID, key: str) -> int:
     """Drop one hold without charging; returns what it held."""
+    return await release_many(user_id, [key])
+
+
+async def release_many(user_id: uuid.UUID, keys: list[str]) -> int:
+    """Drop these holds of one user without charging, together; what they held."""
 
     async def work(conn) -> int:
         balance = await _locked_balance(user_id, conn)
-        released = await _release(conn, user_id, key)
+        released = await _release_many(conn, user_id, keys)
         if released:
             await (
                 UserBalance.filter(user_id=user_id)
@@ -223,22 +221,7 @@ async def release_execution_reservations(execution_ids: list[uuid.UUID]) -> int:
     by_user: dict[uuid.UUID, list[str]] = {}
     for user_id, key in held:
         by_user.setdefault(user_id, []).append(key)
-    released = 0
-    for user_id, keys in by_user.items():
-
-        async def work(conn, user_id=user_id, keys=keys) -> int:
-            balance = await _locked_balance(user_id, conn)
-            amount = await _release_many(conn, user_id, keys)
-            if amount:
-                await (
-                    UserBalance.filter(user_id=user_id)
-                    .using_db(conn)
-                    .update(reserved=balance.reserved - amount)
-                )
-            return amount
-
-        released += await atomic(work)
-    return released
+    return sum([await release_many(user_id, keys) for user_id, keys in by_user.items()])
 
 
 @dataclass(frozen=True)
