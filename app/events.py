@@ -21,10 +21,11 @@ the execution's terminal status event.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,17 @@ class Event:
     # "execution" (a status event carrying an execution snapshot) or "node"
     kind: str
     data: dict[str, Any]
+    # What subscribers made of it, by how they see it: the hub hands one Event
+    # to all of a stream's subscribers, so its GraphQL object is built once for
+    # all of them (and schema/executor.py shares their results).
+    shaped: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def shape(self, view: Any, build: Callable[[], Any]) -> Any:
+        """`build()` once per `view` (what decides what a subscriber sees of it)."""
+        shaped = self.shaped.get(view)
+        if shaped is None:
+            shaped = self.shaped[view] = build()
+        return shaped
 
     def ends(self, execution_id: uuid.UUID | str) -> bool:
         """Whether this is the terminal status event of `execution_id`, which ends its feed."""
@@ -250,21 +262,62 @@ class EventReader:
             if subscription is None:
                 return
             while True:
-                if subscription.overflowed and subscription.queue.empty():
-                    raise SubscriberTooSlow
-                _, event = await subscription.queue.get()
+                event = await subscription.next()
                 yield event
                 if event.ends(execution_id):
                     return
 
 
-@dataclass(eq=False)
+# Events a subscriber may fall behind before the hub ends it (SubscriberTooSlow).
+MAX_PENDING = 10_000
+
+
 class _Subscription:
-    key: str
-    last_id: str
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
-    # Set when the subscriber fell 10,000 events behind; it is then ended.
-    overflowed: bool = False
+    """One subscriber's place in a stream and the events handed to it but not yet
+    read. Not an asyncio.Queue: a thousand subscribers each held one (four
+    deques, ~3 KiB) although nearly all of them are empty nearly always; here an
+    idle subscriber holds no buffer and no future, only while it waits."""
+
+    __slots__ = ("_waiter", "key", "last_id", "overflowed", "pending", "position")
+
+    def __init__(self, key: str, last_id: str) -> None:
+        self.key = key
+        self.last_id = last_id
+        self.position = _id_order(last_id)
+        self.pending: collections.deque[Event] | None = None
+        # Set when the subscriber fell MAX_PENDING events behind; it is then ended.
+        self.overflowed = False
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, entry_id: str, position: tuple[int, int], event: Event) -> None:
+        self.last_id, self.position = entry_id, position
+        if self.overflowed:
+            return  # ended: it reads what it has, then SubscriberTooSlow
+        if self.pending is None:
+            self.pending = collections.deque()
+        elif len(self.pending) >= MAX_PENDING:
+            self.overflowed = True
+            return
+        self.pending.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> Event:
+        """The next event handed to this subscriber, waiting for it if need be.
+        Raises SubscriberTooSlow once it has read all it got before it overflowed."""
+        while not self.pending:
+            if self.overflowed:
+                raise SubscriberTooSlow
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        event = self.pending.popleft()
+        if not self.pending:
+            self.pending = None
+        return event
 
 
 class EventHub:
@@ -343,7 +396,7 @@ class EventHub:
                 continue
             streams = {}
             for key, subscribers in self._subscriptions.items():
-                streams[key] = min((s.last_id for s in subscribers), key=_id_order)
+                streams[key] = min(subscribers, key=_by_position).last_id
             self._blocked = True
             try:
                 result = await self._redis.xread(streams, block=5000, count=500)
@@ -355,21 +408,23 @@ class EventHub:
                 for entry_id_bytes, fields in entries:
                     entry_id = entry_id_bytes.decode()
                     event = _decode(fields)
+                    entry_position = _id_order(entry_id)
                     for subscription in list(self._subscriptions.get(key, ())):
-                        position = _id_order(subscription.last_id)
                         # A subscription that joined while this read was under way
                         # may start before `read_from`: the entries in between were
                         # not read, so it waits for the next read, which starts at
                         # its own position. Handing it a later entry now would skip them.
-                        if read_from <= position < _id_order(entry_id):
-                            subscription.last_id = entry_id
-                            try:
-                                subscription.queue.put_nowait((entry_id, event))
-                            except asyncio.QueueFull:
+                        if read_from <= subscription.position < entry_position:
+                            was_overflowed = subscription.overflowed
+                            subscription.put(entry_id, entry_position, event)
+                            if subscription.overflowed and not was_overflowed:
                                 log.warning("subscriber of %s is too slow; ending it", key)
-                                subscription.overflowed = True
 
 
 def _id_order(entry_id: str) -> tuple[int, int]:
     ms, _, sequence = entry_id.partition("-")
     return (int(ms), int(sequence or 0))
+
+
+def _by_position(subscription: _Subscription) -> tuple[int, int]:
+    return subscription.position

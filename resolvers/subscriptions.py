@@ -25,7 +25,14 @@ from schema.types.reviews import NodeReview, NodeReviewEvent
 def _to_graphql(
     event: Event, hidden: list[str]
 ) -> ExecutionStatusEvent | NodeExecutionEvent | NodeReviewEvent:
-    """`hidden`: what the graph's maker hides from this run's runner (a store agent)."""
+    """`hidden`: what the graph's maker hides from this run's runner (a store agent).
+    Built once per event and `hidden` for every subscriber of the process."""
+    return event.shape(("execution", *hidden), lambda: _build(event, hidden))
+
+
+def _build(
+    event: Event, hidden: list[str]
+) -> ExecutionStatusEvent | NodeExecutionEvent | NodeReviewEvent:
     if event.kind == "execution":
         return ExecutionStatusEvent(
             seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
@@ -40,6 +47,16 @@ def _to_graphql(
         seq=event.seq,
         execution_id=event.data["executionId"],
         node_execution=NodeExecution.from_snapshot(event.data["nodeExecution"], hidden),
+    )
+
+
+def _status_event(event: Event) -> ExecutionStatusEvent:
+    """A graph stream's status event, built once for every subscriber of the process."""
+    return event.shape(
+        "graph",
+        lambda: ExecutionStatusEvent(
+            seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
+        ),
     )
 
 
@@ -110,13 +127,12 @@ class Subscription:
         key = services.events.keys.graph_stream(versions[0].graph_id)
         async with services.hub.subscribe(key, None) as sub:
             while True:
-                if sub.overflowed and sub.queue.empty():
-                    raise _overflow()
-                _, event = await sub.queue.get()
+                try:
+                    event = await sub.next()
+                except SubscriberTooSlow:
+                    raise _overflow() from None
                 snapshot = event.data["execution"]
                 # A store agent's graph runs for many users: each sees only their own runs.
                 if snapshot.get("userId") != str(user_id):
                     continue
-                yield ExecutionStatusEvent(
-                    seq=event.seq, execution=Execution.from_snapshot(snapshot)
-                )
+                yield _status_event(event)
