@@ -357,8 +357,7 @@ class EventHub:
         """Entries of stream `key` after `last_id` (None: only new ones), as
         (entry id, Event) on the subscription's queue, until the context ends."""
         if last_id is None:
-            newest = await self._control.xrevrange(key, "+", "-", count=1)
-            last_id = newest[0][0].decode() if newest else "0-0"
+            last_id = await self._newest_id(key)
         subscription = _Subscription(key=key, last_id=last_id)
         self._subscriptions.setdefault(key, set()).add(subscription)
         self._changed.set()
@@ -371,6 +370,12 @@ class EventHub:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscriptions[key]
+
+    async def _newest_id(self, key: str) -> str:
+        # Its own frame: the newest entry read here is not kept alive by the
+        # subscription's (an event's JSON for every open subscriber).
+        newest = await self._control.xrevrange(key, "+", "-", count=1)
+        return newest[0][0].decode() if newest else "0-0"
 
     async def _wake(self) -> None:
         if self._blocked and self._client_id is not None:

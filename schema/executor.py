@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 from graphql import located_error
+from graphql.pyutils import RefMap
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.errors import AppError, ErrorCode
@@ -146,6 +147,9 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any):
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}
+        # Its plans too (keyed by this event's field sets), or they pile up likewise.
+        executor._initial_execution_plans = RefMap()
+        executor._deferred_execution_plans = RefMap()
         executor.response_bytes = 0
         executor.introspection_fields = 0
         executor.too_large = False
