@@ -133,6 +133,18 @@ def _rights(context: Any) -> tuple | None:
     return (principal.user_id, principal.is_admin, principal.api_key_id, principal.permissions)
 
 
+class _Executed:
+    """What a subscriber's event executes to when its result is shared: that result."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        return self.result
+
+
 class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -142,9 +154,15 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
         self.response_bytes = 0
         self.introspection_fields = 0
         self.too_large = False
-        self.per_event = False
+        # Per-event executors: the key their result is shared under, if any.
+        self.shared_key: tuple | None = None
+        # The subscription's variables as a key (made once), or False: not shareable.
+        self._variables_key: bytes | bool | None = None
 
     def build_per_event_executor(self, payload: Any):
+        key = self._shared_key(payload)
+        if key is not None and (shared := SHARED_RESULTS.get(key)) is not None:
+            return _Executed(shared)  # no copy of this executor for it
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}
         # Its plans too (keyed by this event's field sets), or they pile up likewise.
@@ -153,32 +171,34 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
         executor.response_bytes = 0
         executor.introspection_fields = 0
         executor.too_large = False
-        executor.per_event = True
+        executor.shared_key = key
         return executor
 
     def execute_operation(self, serially: bool | None = None) -> Any:
-        key = self._shared_key() if self.per_event else None
-        if key is not None and (shared := SHARED_RESULTS.get(key)) is not None:
-            return shared
         result = super().execute_operation(serially)
         if (
-            key is not None
+            self.shared_key is not None
             and not self.is_awaitable(result)
             and not result.errors
             and not self.introspection_fields
         ):
-            SHARED_RESULTS.put(key, self.root_value, self.operation, result)
+            SHARED_RESULTS.put(self.shared_key, self.root_value, self.operation, result)
         return result
 
-    def _shared_key(self) -> tuple | None:
+    def _shared_key(self, payload: Any) -> tuple | None:
         rights = _rights(self.context_value)
         if rights is None:
             return None
-        try:
-            variables = orjson.dumps(self.variable_values.coerced, option=orjson.OPT_SORT_KEYS)
-        except (TypeError, orjson.JSONEncodeError):
-            return None  # a value not plainly comparable: not shared
-        return (id(self.root_value), id(self.operation), variables, rights)
+        if self._variables_key is None:
+            try:
+                self._variables_key = orjson.dumps(
+                    self.variable_values.coerced, option=orjson.OPT_SORT_KEYS
+                )
+            except (TypeError, orjson.JSONEncodeError):
+                self._variables_key = False  # a value not plainly comparable: not shared
+        if self._variables_key is False:
+            return None
+        return (id(payload), id(self.operation), self._variables_key, rights)
 
     def execute_field(
         self, parent_type: Any, source: Any, field_details_list: Any, path: Any, *rest: Any
