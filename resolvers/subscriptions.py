@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -60,6 +61,15 @@ def _status_event(event: Event) -> ExecutionStatusEvent:
     )
 
 
+async def _readable_graph_id(user_id: uuid.UUID, graph_id: str) -> uuid.UUID:
+    """The graph's id if the caller may read it. Its own frame: the version rows
+    read here are not kept for the subscription's life."""
+    versions = await graphs.graph_versions(user_id, graph_id)
+    if not versions:
+        raise not_found("Graph")
+    return versions[0].graph_id
+
+
 def _overflow() -> AppError:
     return AppError(ErrorCode.INTERNAL, "Subscriber fell too far behind; resubscribe with afterSeq")
 
@@ -104,6 +114,8 @@ class Subscription:
         feed = services.events.follow(
             services.hub, row.id, position.seq if after_seq is None else after_seq, position
         )
+        # Not kept for the subscription's life (a model row for each subscriber).
+        del row
         try:
             async for event in feed:
                 yield _to_graphql(event, hidden)
@@ -120,11 +132,8 @@ class Subscription:
         self, info: Info, graph_id: strawberry.ID
     ) -> AsyncGenerator[ExecutionStatusEvent, None]:
         user_id = await info.context.user_id()
-        versions = await graphs.graph_versions(user_id, graph_id)
-        if not versions:
-            raise not_found("Graph")
         services = info.context.services
-        key = services.events.keys.graph_stream(versions[0].graph_id)
+        key = services.events.keys.graph_stream(await _readable_graph_id(user_id, graph_id))
         async with services.hub.subscribe(key, None) as sub:
             while True:
                 try:
