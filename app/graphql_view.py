@@ -57,6 +57,7 @@ from app.websocket_limits import (
 )
 from resolvers.loaders import Loaders
 from resolvers.root import build_schema
+from schema.executor import SHARED_RESULTS
 from schema.extensions import present_errors
 from schema.response_cache import CachedBody
 
@@ -319,6 +320,13 @@ class GraphQLView(GraphQL):
         # Text, not bytes: strawberry sends bytes as binary websocket frames, which
         # graphql-ws, Apollo and GraphiQL refuse ("Message is missing the 'type'
         # property").
+        payload = data.get("payload") if isinstance(data, dict) else None
+        if isinstance(payload, dict) and len(payload) == 1 and "data" in payload:
+            # A subscription event's result shared by its subscribers (schema/executor.py):
+            # its JSON is made once, each subscriber's message only wraps it.
+            encoded = SHARED_RESULTS.encoded(payload["data"])
+            if encoded is not None:
+                return orjson.dumps({**data, "payload": {"data": encoded}}).decode()
         return orjson.dumps(data).decode()
 
     def decode_json(self, data: str | bytes) -> object:
