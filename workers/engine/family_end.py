@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from app.clock import utcnow
 from app.models import TERMINAL_STATUSES, Execution, ExecutionStatus
@@ -29,8 +29,22 @@ from workers.engine.rows import node_event
 from workers.engine.stats import family_stats
 from workers.engine.store import UNFINISHED, EndedRow, dumps
 
-if TYPE_CHECKING:
-    from workers.engine.graph_run import GraphRun
+
+class GraphRun(Protocol):
+    """What ending a family needs of its root run (graph_run.GraphRun)."""
+
+    engine: Any
+    execution: Execution
+    fence: Any
+    store: Any
+    charger: Any
+    cancelled: dict[uuid.UUID, Any]
+    children: dict[uuid.UUID, GraphRun]
+
+    async def cancel_tasks(self) -> None: ...
+
+    async def finish(self, status: ExecutionStatus, error: str | None) -> ExecutionStatus: ...
+
 
 Kept = dict[uuid.UUID, tuple[dict, int]]
 
