@@ -20,13 +20,13 @@ the execution's terminal status event.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -100,6 +100,17 @@ class Event:
     # "execution" (a status event carrying an execution snapshot) or "node"
     kind: str
     data: dict[str, Any]
+    # What subscribers made of it, by how they see it: the hub hands one Event
+    # to all of a stream's subscribers, so its GraphQL object is built once for
+    # all of them (and schema/executor.py shares their results).
+    shaped: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def shape(self, view: Any, build: Callable[[], Any]) -> Any:
+        """`build()` once per `view` (what decides what a subscriber sees of it)."""
+        shaped = self.shaped.get(view)
+        if shaped is None:
+            shaped = self.shaped[view] = build()
+        return shaped
 
     def ends(self, execution_id: uuid.UUID | str) -> bool:
         """Whether this is the terminal status event of `execution_id`, which ends its feed."""
@@ -125,9 +136,15 @@ class SubscriberTooSlow(Exception):
     """The hub dropped this subscriber after it fell 10,000 events behind."""
 
 
-def _decode(fields: dict[bytes, bytes]) -> Event:
+def decode_entry(fields: dict[bytes, bytes]) -> Event:
     body = orjson.loads(fields[b"data"])
     return Event(seq=int(fields[b"seq"]), kind=body["kind"], data=body)
+
+
+class Hub(Protocol):
+    """What `EventReader.follow` needs of the process's hub (app/event_hub.py)."""
+
+    def subscribe(self, key: str, last_id: str | None) -> AbstractAsyncContextManager[Any]: ...
 
 
 class EventPublisher:
@@ -145,22 +162,41 @@ class EventPublisher:
         terminal: bool = False,
     ) -> int:
         """Append one event; returns its seq. `graph_id` also puts it on the graph's stream."""
-        return int(
-            await self._script(
-                keys=[
-                    self.keys.seq(execution_id),
-                    self.keys.stream(execution_id),
-                    self.keys.graph_stream(graph_id) if graph_id else "",
-                ],
-                args=[
-                    orjson.dumps(body, default=str),
-                    STREAM_MAX_IDLE_SECONDS,
-                    "1" if terminal else "0",
-                    GRAPH_STREAM_MAXLEN,
-                    STREAM_RETENTION_SECONDS,
-                ],
-            )
+        keys, args = self._publish_call(
+            execution_id, orjson.dumps(body, default=str), graph_id, terminal
         )
+        return int(await self._script(keys=keys, args=args))
+
+    async def publish_on(
+        self,
+        pipeline: Any,
+        execution_id: uuid.UUID,
+        body: bytes,
+        *,
+        graph_id: uuid.UUID | None = None,
+        terminal: bool = False,
+    ) -> None:
+        """publish(), queued on `pipeline` (a Redis pipeline the caller executes),
+        `body` already JSON: many runs ending together in one round trip."""
+        keys, args = self._publish_call(execution_id, body, graph_id, terminal)
+        await self._script(keys=keys, args=args, client=pipeline)
+
+    def _publish_call(
+        self, execution_id: uuid.UUID, body: bytes, graph_id: uuid.UUID | None, terminal: bool
+    ) -> tuple[list[str], list[Any]]:
+        keys = [
+            self.keys.seq(execution_id),
+            self.keys.stream(execution_id),
+            self.keys.graph_stream(graph_id) if graph_id else "",
+        ]
+        args = [
+            body,
+            STREAM_MAX_IDLE_SECONDS,
+            "1" if terminal else "0",
+            GRAPH_STREAM_MAXLEN,
+            STREAM_RETENTION_SECONDS,
+        ]
+        return keys, args
 
     async def publish_many(
         self, pipeline: Any, execution_id: uuid.UUID, bodies: list[bytes]
@@ -216,7 +252,7 @@ class EventReader:
         entries = await self.redis.xrange(
             self.keys.stream(execution_id), f"{seq + 1}-0", end, count=count
         )
-        return [_decode(fields) for _, fields in entries]
+        return [decode_entry(fields) for _, fields in entries]
 
     async def position(self, execution_id: uuid.UUID) -> StreamPosition:
         """The newest seq and whether its event ended the execution, read together."""
@@ -224,11 +260,11 @@ class EventReader:
             pipe.get(self.keys.seq(execution_id))
             pipe.xrevrange(self.keys.stream(execution_id), "+", "-", count=1)
             seq, newest = await pipe.execute()
-        ended = bool(newest) and _decode(newest[0][1]).ends(execution_id)
+        ended = bool(newest) and decode_entry(newest[0][1]).ends(execution_id)
         return StreamPosition(seq=int(seq) if seq else 0, ended=ended)
 
     async def follow(
-        self, hub: EventHub, execution_id: uuid.UUID, after: int, position: StreamPosition
+        self, hub: Hub, execution_id: uuid.UUID, after: int, position: StreamPosition
     ) -> AsyncIterator[Event]:
         """Every event with seq > `after`: the stored ones up to `position.seq`,
         then live ones; ends right after the terminal status event. Raises
@@ -255,126 +291,7 @@ class EventReader:
             if subscription is None:
                 return
             while True:
-                if subscription.overflowed and subscription.queue.empty():
-                    raise SubscriberTooSlow
-                _, event = await subscription.queue.get()
+                event = await subscription.next()
                 yield event
                 if event.ends(execution_id):
                     return
-
-
-@dataclass(eq=False)
-class _Subscription:
-    key: str
-    last_id: str
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
-    # Set when the subscriber fell 10,000 events behind; it is then ended.
-    overflowed: bool = False
-
-
-class EventHub:
-    """One Redis reader per API process for all of its subscribers.
-
-    It blocks in one XREAD over every stream that has a subscriber and hands
-    each entry to that stream's subscribers. A new subscription interrupts the
-    blocking read (CLIENT UNBLOCK) so it is included at once.
-    """
-
-    def __init__(self, redis_url: str) -> None:
-        self._redis = Redis.from_url(redis_url)
-        self._control = Redis.from_url(redis_url)
-        self._subscriptions: dict[str, set[_Subscription]] = {}
-        self._task: asyncio.Task | None = None
-        self._client_id: int | None = None
-        self._blocked = False
-        self._changed = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-hub")
-
-    async def aclose(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
-        await self._control.aclose()
-
-    @property
-    def subscriber_count(self) -> int:
-        return sum(len(subs) for subs in self._subscriptions.values())
-
-    @contextlib.asynccontextmanager
-    async def subscribe(self, key: str, last_id: str | None) -> AsyncIterator[_Subscription]:
-        """Entries of stream `key` after `last_id` (None: only new ones), as
-        (entry id, Event) on the subscription's queue, until the context ends."""
-        if last_id is None:
-            newest = await self._control.xrevrange(key, "+", "-", count=1)
-            last_id = newest[0][0].decode() if newest else "0-0"
-        subscription = _Subscription(key=key, last_id=last_id)
-        self._subscriptions.setdefault(key, set()).add(subscription)
-        self._changed.set()
-        await self._wake()
-        try:
-            yield subscription
-        finally:
-            subscribers = self._subscriptions.get(key)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._subscriptions[key]
-
-    async def _wake(self) -> None:
-        if self._blocked and self._client_id is not None:
-            with contextlib.suppress(Exception):
-                await self._control.client_unblock(self._client_id)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                self._client_id = await self._redis.client_id()
-                await self._loop()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event hub: Redis read failed; retrying")
-                await asyncio.sleep(0.5)
-
-    async def _loop(self) -> None:
-        while True:
-            if not self._subscriptions:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            streams = {}
-            for key, subscribers in self._subscriptions.items():
-                streams[key] = min((s.last_id for s in subscribers), key=_id_order)
-            self._blocked = True
-            try:
-                result = await self._redis.xread(streams, block=5000, count=500)
-            finally:
-                self._blocked = False
-            for key_bytes, entries in result or []:
-                key = key_bytes.decode()
-                read_from = _id_order(streams[key])
-                for entry_id_bytes, fields in entries:
-                    entry_id = entry_id_bytes.decode()
-                    event = _decode(fields)
-                    for subscription in list(self._subscriptions.get(key, ())):
-                        position = _id_order(subscription.last_id)
-                        # A subscription that joined while this read was under way
-                        # may start before `read_from`: the entries in between were
-                        # not read, so it waits for the next read, which starts at
-                        # its own position. Handing it a later entry now would skip them.
-                        if read_from <= position < _id_order(entry_id):
-                            subscription.last_id = entry_id
-                            try:
-                                subscription.queue.put_nowait((entry_id, event))
-                            except asyncio.QueueFull:
-                                log.warning("subscriber of %s is too slow; ending it", key)
-                                subscription.overflowed = True
-
-
-def _id_order(entry_id: str) -> tuple[int, int]:
-    ms, _, sequence = entry_id.partition("-")
-    return (int(ms), int(sequence or 0))

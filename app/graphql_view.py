@@ -57,7 +57,9 @@ from app.websocket_limits import (
 )
 from resolvers.loaders import Loaders
 from resolvers.root import build_schema
+from schema.executor import SHARED_RESULTS
 from schema.extensions import present_errors
+from schema.response_cache import CachedBody
 
 GRAPHIQL_TEMPLATE = (Path(__file__).parent / "templates" / "graphiql.html").read_text()
 GRAPHIQL_ASSETS = "/static/graphiql"
@@ -296,10 +298,35 @@ class GraphQLView(GraphQL):
             self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
             context.websocket_slot = principal.user_id
 
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        """strawberry's; a `graphs` answer from the cache is sent as it was
+        stored (schema/response_cache.py), never decoded and encoded again."""
+        cached = response_data.get("data") if isinstance(response_data, dict) else None
+        if not isinstance(cached, CachedBody):
+            return super().create_response(response_data, sub_response)
+        if len(response_data) > 1:  # errors or extensions beside it: JSON as usual
+            data = orjson.Fragment(cached.data())
+            return super().create_response({**response_data, "data": data}, sub_response)
+        response = Response(
+            cached.body, status_code=sub_response.status_code or 200, media_type="application/json"
+        )
+        response.headers.raw.extend(sub_response.headers.raw)
+        response.background = sub_response.background
+        if cached.encoding:
+            response.headers["Content-Encoding"] = cached.encoding
+        return response
+
     def encode_json(self, data: object) -> str:
         # Text, not bytes: strawberry sends bytes as binary websocket frames, which
         # graphql-ws, Apollo and GraphiQL refuse ("Message is missing the 'type'
         # property").
+        payload = data.get("payload") if isinstance(data, dict) else None
+        if isinstance(payload, dict) and len(payload) == 1 and "data" in payload:
+            # A subscription event's result shared by its subscribers (schema/executor.py):
+            # its JSON is made once, each subscriber's message only wraps it.
+            encoded = SHARED_RESULTS.encoded(payload["data"])
+            if encoded is not None:
+                return orjson.dumps({**data, "payload": {"data": encoded}}).decode()
         return orjson.dumps(data).decode()
 
     def decode_json(self, data: str | bytes) -> object:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from arq import ArqRedis
 
 from app.clients.redis import create_redis
-from app.events import EventHub, EventPublisher, EventReader
+from app.event_hub import EventHub
+from app.events import EventPublisher, EventReader
 from app.services.blocks import BlockCatalog
 from app.services.graphs_cache import close_graphs_caches
 from app.services.notifications import Notifier

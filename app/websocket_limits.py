@@ -88,6 +88,10 @@ class LimitedTransportWSHandler(_SignedInSocket, BaseGraphQLTransportWSHandler):
             await super().handle_connection_init(message)
         except TooManyConnections as refusal:
             await self.websocket.close(code=4429, reason=str(refusal))
+        if self.connection_init_received:
+            # Cancelled by the init: strawberry kept the task (and its coroutine)
+            # for the socket's life, ~1 KiB of each of a thousand subscribers.
+            self.connection_init_timeout_task = None
 
     async def stop_operations(self) -> None:
         for operation_id in list(self.operations):

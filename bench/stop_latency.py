@@ -16,11 +16,10 @@ import asyncio
 import time
 import uuid
 
-from bench.support import bench_stack, figure_line, median, ms, signed_in_user
+from bench.support import bench_stack, figure_line, median, ms, signed_in_user, time_stop
 
 ITEMS = 40_000
 RUNS = 2
-STOP = "mutation($id: ID!) { stopExecution(id: $id) { status } }"
 
 
 def wide_graph() -> dict:
@@ -65,7 +64,7 @@ async def update_floor(database_url: str) -> float:
 
 
 async def main() -> None:
-    from app.models import Execution, NodeExecution
+    from app.models import NodeExecution
     from tests.execution_helpers import execute
     from tests.graph_builders import create_graph
     from tests.harness import GraphQLClient
@@ -91,15 +90,7 @@ async def main() -> None:
                         break
                     await asyncio.sleep(0.1)
                 queued_counts.append(queued)
-                started = time.perf_counter()
-                stop = asyncio.create_task(gql.ok(STOP, {"id": run["id"]}, token=user.token))
-                while True:
-                    if (await Execution.get(id=run["id"])).status == "TERMINATED":
-                        break
-                    assert time.monotonic() < deadline + 60, "the stop never ended"
-                    await asyncio.sleep(0.01)
-                stops.append(time.perf_counter() - started)
-                await stop
+                stops.append(await time_stop(gql, user, run["id"]))
             floor = await update_floor(stack.database_url)
         finally:
             await gql.aclose()

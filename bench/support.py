@@ -234,6 +234,22 @@ async def wait_until_ended(gql, user, execution_id: str, timeout: float = 300.0)
         await asyncio.sleep(0.1)
 
 
+async def time_stop(gql, user, execution_id: str, timeout: float = 300.0) -> float:
+    """Seconds from sending stopExecution until the execution is TERMINATED in the
+    database (read directly, so no API round trip adds to it)."""
+    from app.models import Execution
+
+    stop_mutation = "mutation($id: ID!) { stopExecution(id: $id) { status } }"
+    started = time.perf_counter()
+    stop = asyncio.create_task(gql.ok(stop_mutation, {"id": execution_id}, token=user.token))
+    while (await Execution.get(id=execution_id)).status != "TERMINATED":
+        assert time.perf_counter() - started < timeout, "the stop never ended"
+        await asyncio.sleep(0.01)
+    took = time.perf_counter() - started
+    await stop
+    return took
+
+
 def seconds_between(start: str, end: str) -> float:
     """Seconds between two ISO timestamps as the API returns them."""
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()

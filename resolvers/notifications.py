@@ -9,6 +9,7 @@ import strawberry
 
 from app.context import Info
 from app.errors import AppError, ErrorCode
+from app.events import SubscriberTooSlow
 from app.services import notification_inbox
 from app.services.notifications import unread_count
 from schema.permissions import SignedInUser
@@ -91,9 +92,10 @@ class NotificationSubscription:
         async with services.hub.subscribe(key, None) as sub:
             yield NotificationEvent(notification=None, unread_count=await unread_count(user_id))
             while True:
-                if sub.overflowed and sub.queue.empty():
-                    raise AppError(ErrorCode.INTERNAL, "Subscriber fell too far behind")
-                _, event = await sub.queue.get()
+                try:
+                    event = await sub.next()
+                except SubscriberTooSlow:
+                    raise AppError(ErrorCode.INTERNAL, "Subscriber fell too far behind") from None
                 snapshot = event.data.get("notification")
                 yield NotificationEvent(
                     notification=Notification.from_snapshot(snapshot) if snapshot else None,

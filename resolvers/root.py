@@ -30,7 +30,7 @@ from resolvers.schedules import ScheduleMutations, ScheduleQueries
 from resolvers.subscriptions import Subscription as ExecutionSubscription
 from resolvers.triggers import TriggerMutations
 from resolvers.users import UserMutations, UserQueries
-from schema.executor import AgentGraphExecutor
+from schema.executor import AgentGraphExecutor, mark_plain_leaves
 from schema.request_gate import DocumentGate, RequestGate
 
 
@@ -99,6 +99,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     gate.bind(schema._schema)
     _give_json_defaults_a_literal(schema)
     _answer_is_one_of_for_wrapped_types(schema)
+    mark_plain_leaves(schema)
     return schema
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -25,7 +26,14 @@ from schema.types.reviews import NodeReview, NodeReviewEvent
 def _to_graphql(
     event: Event, hidden: list[str]
 ) -> ExecutionStatusEvent | NodeExecutionEvent | NodeReviewEvent:
-    """`hidden`: what the graph's maker hides from this run's runner (a store agent)."""
+    """`hidden`: what the graph's maker hides from this run's runner (a store agent).
+    Built once per event and `hidden` for every subscriber of the process."""
+    return event.shape(("execution", *hidden), lambda: _build(event, hidden))
+
+
+def _build(
+    event: Event, hidden: list[str]
+) -> ExecutionStatusEvent | NodeExecutionEvent | NodeReviewEvent:
     if event.kind == "execution":
         return ExecutionStatusEvent(
             seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
@@ -41,6 +49,25 @@ def _to_graphql(
         execution_id=event.data["executionId"],
         node_execution=NodeExecution.from_snapshot(event.data["nodeExecution"], hidden),
     )
+
+
+def _status_event(event: Event) -> ExecutionStatusEvent:
+    """A graph stream's status event, built once for every subscriber of the process."""
+    return event.shape(
+        "graph",
+        lambda: ExecutionStatusEvent(
+            seq=event.seq, execution=Execution.from_snapshot(event.data["execution"])
+        ),
+    )
+
+
+async def _readable_graph_id(user_id: uuid.UUID, graph_id: str) -> uuid.UUID:
+    """The graph's id if the caller may read it. Its own frame: the version rows
+    read here are not kept for the subscription's life."""
+    versions = await graphs.graph_versions(user_id, graph_id)
+    if not versions:
+        raise not_found("Graph")
+    return versions[0].graph_id
 
 
 def _overflow() -> AppError:
@@ -87,6 +114,8 @@ class Subscription:
         feed = services.events.follow(
             services.hub, row.id, position.seq if after_seq is None else after_seq, position
         )
+        # Not kept for the subscription's life (a model row for each subscriber).
+        del row
         try:
             async for event in feed:
                 yield _to_graphql(event, hidden)
@@ -103,20 +132,16 @@ class Subscription:
         self, info: Info, graph_id: strawberry.ID
     ) -> AsyncGenerator[ExecutionStatusEvent, None]:
         user_id = await info.context.user_id()
-        versions = await graphs.graph_versions(user_id, graph_id)
-        if not versions:
-            raise not_found("Graph")
         services = info.context.services
-        key = services.events.keys.graph_stream(versions[0].graph_id)
+        key = services.events.keys.graph_stream(await _readable_graph_id(user_id, graph_id))
         async with services.hub.subscribe(key, None) as sub:
             while True:
-                if sub.overflowed and sub.queue.empty():
-                    raise _overflow()
-                _, event = await sub.queue.get()
+                try:
+                    event = await sub.next()
+                except SubscriberTooSlow:
+                    raise _overflow() from None
                 snapshot = event.data["execution"]
                 # A store agent's graph runs for many users: each sees only their own runs.
                 if snapshot.get("userId") != str(user_id):
                     continue
-                yield ExecutionStatusEvent(
-                    seq=event.seq, execution=Execution.from_snapshot(snapshot)
-                )
+                yield _status_event(event)

@@ -6,11 +6,14 @@ nothing that changes without a write to the user's graphs, is cached; what a
 request sees is what the resolvers would give it, permissions included: the
 caller must be signed in and allowed to read graphs before the cache is asked.
 Over HTTP only (websocket and in-process results stay plain data); a response
-says `X-Graphs-Cache: hit` or `miss`.
+says `X-Graphs-Cache: hit` or `miss`. A hit is the stored body as it is,
+gzip-compressed for a client that accepts gzip (every browser and HTTP
+library), inflated for one that does not.
 """
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,35 @@ CACHED_ROOT_FIELDS = frozenset({"graphs", "__typename"})
 # Fields under `graphs` whose values change without a write to the user's graphs.
 VOLATILE_FIELDS = frozenset({"trigger", "triggerDeliveries"})
 HEADER = "X-Graphs-Cache"
+# The prefix and suffix of a stored body around its data.
+BODY_HEAD, BODY_TAIL = b'{"data":', b"}"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBody:
+    """A hit's whole response body, for the view to send as it is
+    (app/graphql_view.py); `encoding` is its Content-Encoding, if any."""
+
+    body: bytes
+    encoding: str | None
+
+    def data(self) -> bytes:
+        """The JSON of its data alone."""
+        plain = gzip.decompress(self.body) if self.encoding else self.body
+        return plain[len(BODY_HEAD) : -len(BODY_TAIL)]
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (`gzip;q=0` refuses it)."""
+    for item in accept_encoding.lower().split(","):
+        name, _, params = item.partition(";")
+        if name.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def cacheable_operations(document: DocumentNode) -> frozenset[str | None]:
@@ -94,7 +126,11 @@ async def answer_from_cache(
     if generation is None:
         return None
     if data is not None:
-        context.result = ExecutionResult(data=data, errors=None)
+        if accepts_gzip(ours.request.headers.get("accept-encoding", "")):
+            cached = CachedBody(data, "gzip")
+        else:
+            cached = CachedBody(gzip.decompress(data), None)
+        context.result = ExecutionResult(data=cached, errors=None)
         _mark(ours, "hit")
         return None
     _mark(ours, "miss")
@@ -109,3 +145,5 @@ async def keep(context: Any, miss: Miss) -> None:
 
 def _mark(ours: Any, outcome: str) -> None:
     ours.response.headers[HEADER] = outcome
+    # A hit's encoding follows the request's Accept-Encoding.
+    ours.response.headers["Vary"] = "Accept-Encoding"

@@ -92,6 +92,19 @@ async def test_catalogue_is_computed_once_and_shared_through_redis():
         await second.aclose()
 
 
+async def test_catalogue_is_described_here_when_redis_is_away():
+    """Lists of graphs find their nodes' blocks in the catalogue: Redis only
+    shares the work of describing them."""
+    settings = get_settings().model_copy(update={"REDIS_URL": "redis://127.0.0.1:9/0"})
+    away, shared = block_service.BlockCatalog(settings), block_service.BlockCatalog(get_settings())
+    try:
+        assert await away.descriptors() == await shared.descriptors()
+        assert away.computed == 1
+    finally:
+        await away.aclose()
+        await shared.aclose()
+
+
 async def test_execute_block_returns_outputs_per_pin(gql, user, worker):
     data = await gql.ok(
         EXECUTE, {"id": block_id("ForEach"), "input": {"items": ["a", "b"]}}, token=user.token

@@ -24,6 +24,15 @@ async def test_records_are_the_tables_columns(database):
     assert graph_rows.JSON_COLUMNS <= set(graph_rows.columns(graph_rows.NodeRecord))
 
 
+def test_a_link_record_is_a_link():
+    """`Graph.links` gives the records as they are, for Link's fields to read."""
+    from schema.types.graphs import Link
+
+    fields = Link.__strawberry_definition__.fields
+    assert all(f.base_resolver is None for f in fields)
+    assert {f.python_name for f in fields} <= set(graph_rows.columns(graph_rows.LinkRecord))
+
+
 async def test_records_hold_what_the_models_hold(gql, user):
     spec = echo_graph("rows")
     spec["nodes"].append(node("extra", "StoreValue", data={"nested": [1, "two", None]}))

@@ -45,6 +45,25 @@ async def test_a_repeated_request_is_a_hit_and_a_new_graph_is_seen_at_once(gql, 
     assert after["edges"][0]["node"]["name"] == "two"
 
 
+async def test_a_hit_is_the_missed_body_compressed_for_clients_that_take_gzip(gql, user):
+    """A hit is sent as stored: gzip-compressed when the client accepts gzip,
+    plain JSON when it does not; the same bytes as the miss either way."""
+    await create_graph(gql, user, echo_graph("zipped"))
+    miss = await gql.post(GRAPHS, token=user.token, headers={"Accept-Encoding": "identity"})
+    assert miss.headers["x-graphs-cache"] == "miss"
+    for accept, encoding in (
+        ("gzip, deflate", "gzip"),
+        ("identity", None),
+        ("gzip;q=0, deflate", None),
+        ("br;q=1.0, *;q=0.5", "gzip"),
+    ):
+        hit = await gql.post(GRAPHS, token=user.token, headers={"Accept-Encoding": accept})
+        assert hit.headers["x-graphs-cache"] == "hit"
+        assert hit.headers.get("content-encoding") == encoding, accept
+        assert "Accept-Encoding" in hit.headers["vary"]
+        assert hit.content == miss.content  # httpx inflates what it was sent
+
+
 async def test_update_delete_and_activate_are_seen_at_once(gql, user):
     graph = await create_graph(gql, user, echo_graph("before"))
     await cached_now(gql, user)

@@ -187,6 +187,57 @@ async def test_graph_execution_events_stream_every_run_of_the_graph(api, gql, us
         assert statuses == ["QUEUED", "RUNNING", "COMPLETED"]
 
 
+async def test_subscribers_of_one_graph_each_get_their_own_selection(api, gql, user, worker):
+    """One event's result is executed once per operation and shared by the
+    subscribers asking it (schema/executor.py): sockets asking different
+    selections of the same event each get theirs, and two asking the same get
+    the same."""
+    graph = await create_graph(gql, user)
+    narrow = """subscription($id: ID!) {
+      graphExecutionEvents(graphId: $id) { number: seq execution { id status } } }"""
+
+    async def until_completed(ws, op_id, execution_id: str) -> list[dict]:
+        """This run's events on this socket (earlier runs' are skipped)."""
+        events = []
+        async for message in ws.results(op_id, timeout=30):
+            event = message["payload"]["data"]["graphExecutionEvents"]
+            if event["execution"]["id"] == execution_id:
+                events.append(event)
+                if event["execution"]["status"] == "COMPLETED":
+                    return events
+        return events
+
+    async with (
+        graphql_ws(api.ws_url, auth(user)) as ws_wide,
+        graphql_ws(api.ws_url, auth(user)) as ws_narrow,
+        graphql_ws(api.ws_url, auth(user)) as ws_same,
+    ):
+        ops = [
+            (ws_wide, await ws_wide.subscribe(GRAPH_EVENTS, {"id": graph["id"]})),
+            (ws_narrow, await ws_narrow.subscribe(narrow, {"id": graph["id"]})),
+            (ws_same, await ws_same.subscribe(GRAPH_EVENTS, {"id": graph["id"]})),
+        ]
+        # The subscriptions are live once a probe run reached all of them whole.
+        while True:
+            probe = await execute(gql, user, graph["id"], {"text": "probe"})
+            seen = [await until_completed(ws, op_id, probe["id"]) for ws, op_id in ops]
+            if all(len(events) == 3 for events in seen):
+                break
+        started = await execute(gql, user, graph["id"], {"text": "shared"})
+        wide, narrowed, same = [
+            await until_completed(ws, op_id, started["id"]) for ws, op_id in ops
+        ]
+    assert [e["execution"] for e in wide] == [
+        {"id": started["id"], "status": status, "graphId": graph["id"]}
+        for status in ("QUEUED", "RUNNING", "COMPLETED")
+    ]
+    assert narrowed == [
+        {"number": e["seq"], "execution": {"id": started["id"], "status": e["execution"]["status"]}}
+        for e in wide
+    ]
+    assert same == wide
+
+
 async def test_events_reach_subscribers_on_another_api_process(api, gql, user, worker):
     second = ApiServer(TEST_ENV)
     await second.start()

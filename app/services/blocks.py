@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -84,12 +85,22 @@ class BlockCatalog:
             return self._descriptors
         async with self._lock:
             if self._descriptors is None:
-                cached = await self._cache.get(self.key)
+                # Redis only shares the work: away, this process describes the
+                # blocks itself (every list of nodes finds its blocks here).
+                try:
+                    cached = await self._cache.get(self.key)
+                except Exception:
+                    log.warning("block catalogue cache unavailable", exc_info=True)
+                    cached, shared = None, False
+                else:
+                    shared = True
                 if cached is None:
                     cached = [describe_block(b, self.settings) for b in all_blocks().values()]
                     cached.sort(key=lambda d: d["name"])
                     self.computed += 1
-                    await self._cache.set(self.key, cached)
+                    if shared:
+                        with contextlib.suppress(Exception):
+                            await self._cache.set(self.key, cached)
                 self._by_id = {d["id"]: d for d in cached}
                 self._descriptors = cached
         return self._descriptors

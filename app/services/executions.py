@@ -375,16 +375,3 @@ async def node_executions(
     for row in rows:
         grouped[row.execution_id].append(row)  # type: ignore[attr-defined]
     return grouped
-
-
-async def descendant_ids(execution_id: uuid.UUID) -> list[uuid.UUID]:
-    """This execution and every sub-graph execution below it."""
-    found = [execution_id]
-    frontier = [execution_id]
-    while frontier:
-        children = await Execution.filter(parent_execution_id__in=frontier).values_list(
-            "id", flat=True
-        )
-        frontier = list(children)
-        found.extend(frontier)
-    return found

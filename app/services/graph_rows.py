@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from tortoise import connections
@@ -22,8 +21,9 @@ from tortoise import connections
 from app.models import Link, Node
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
+# Tuples with names: made from a row at C speed (a frozen dataclass set each
+# field through object.__setattr__, ~3 µs a row).
+class NodeRecord(NamedTuple):
     id: uuid.UUID
     graph_id: int
     block_id: uuid.UUID
@@ -32,8 +32,7 @@ class NodeRecord:
     position: int
 
 
-@dataclass(frozen=True, slots=True)
-class LinkRecord:
+class LinkRecord(NamedTuple):
     id: uuid.UUID
     graph_id: int
     source_id: uuid.UUID
@@ -47,8 +46,8 @@ class LinkRecord:
 JSON_COLUMNS = {"input_default", "metadata"}
 
 
-def columns(record: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(record))
+def columns(record: Any) -> tuple[str, ...]:
+    return record._fields
 
 
 def _sql(record: type, table: str) -> str:
@@ -69,16 +68,18 @@ async def _read(record: type, model: Any, sql: str, row_ids: list[int]) -> list[
         return [record(**{name: getattr(row, name) for name in columns(record)}) for row in rows]
     async with client.acquire_connection() as conn:
         found = await conn.fetch(sql, row_ids)
-    json_at = [name in JSON_COLUMNS for name in columns(record)]
-    return [
-        record(
-            *(
-                orjson.loads(value) if is_json and value is not None else value
-                for value, is_json in zip(row.values(), json_at, strict=True)
-            )
-        )
-        for row in found
-    ]
+    json_at = [i for i, name in enumerate(columns(record)) if name in JSON_COLUMNS]
+    if not json_at:
+        return [record(*row) for row in found]
+    loads = orjson.loads
+    records = []
+    for row in found:
+        values = list(row)
+        for i in json_at:
+            if values[i] is not None:
+                values[i] = loads(values[i])
+        records.append(record(*values))
+    return records
 
 
 def _grouped(records: list[Any], row_ids: list[int]) -> list[list[Any]]:

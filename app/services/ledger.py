@@ -30,6 +30,8 @@ from app.transactions import atomic
 # Consecutive transactions of one user are at least this far apart in created_at,
 # so paging by time never meets two with the same time.
 _TICK = timedelta(microseconds=1)
+# Keys in one `IN (...)`: far below the 32,767 parameters a statement may carry.
+_KEYS_PER_STATEMENT = 1000
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,15 @@ def _next_time(balance: UserBalance) -> datetime:
     return max(now, latest + _TICK) if latest is not None else now
 
 
-async def _release(conn, user_id: uuid.UUID, key: str) -> int:
-    """Drops the hold `key` (inside the caller's locked transaction); its amount, or 0."""
-    held = await CreditReservation.filter(key=key, user_id=user_id).using_db(conn).first()
-    if held is None:
-        return 0
-    await CreditReservation.filter(key=key).using_db(conn).delete()
-    return held.amount
+async def _release_many(conn, user_id: uuid.UUID, keys: list[str]) -> int:
+    """Drops these holds (inside the caller's locked transaction); what they held."""
+    held = 0
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        chunk = keys[start : start + _KEYS_PER_STATEMENT]
+        holds = CreditReservation.filter(key__in=chunk, user_id=user_id).using_db(conn)
+        held += sum(await holds.values_list("amount", flat=True))
+        await holds.delete()
+    return held
 
 
 async def record_transaction(
@@ -97,7 +101,9 @@ async def record_transaction(
 
     async def work(conn) -> LedgerEntry:
         balance = await _locked_balance(user_id, conn)
-        released = await _release(conn, user_id, release_reservation) if release_reservation else 0
+        released = (
+            await _release_many(conn, user_id, [release_reservation]) if release_reservation else 0
+        )
         reserved = balance.reserved - released
         existing = await CreditTransaction.filter(key=key).using_db(conn).first()
         if existing is not None:
@@ -186,10 +192,15 @@ async def reserve(
 
 async def release(user_id: uuid.UUID, key: str) -> int:
     """Drop one hold without charging; returns what it held."""
+    return await release_many(user_id, [key])
+
+
+async def release_many(user_id: uuid.UUID, keys: list[str]) -> int:
+    """Drop these holds of one user without charging, together; what they held."""
 
     async def work(conn) -> int:
         balance = await _locked_balance(user_id, conn)
-        released = await _release(conn, user_id, key)
+        released = await _release_many(conn, user_id, keys)
         if released:
             await (
                 UserBalance.filter(user_id=user_id)
@@ -201,10 +212,88 @@ async def release(user_id: uuid.UUID, key: str) -> int:
     return await atomic(work)
 
 
-async def release_execution_reservations(execution_id: uuid.UUID) -> int:
-    """Drop every hold an execution still has (its end: nothing of it runs on)."""
-    held = await CreditReservation.filter(execution_id=execution_id).values_list("user_id", "key")
-    return sum([await release(user_id, key) for user_id, key in held])
+async def release_execution_reservations(execution_ids: list[uuid.UUID]) -> int:
+    """Drop every hold these executions still have (their end: nothing of them
+    runs on), in one transaction per user."""
+    held = await CreditReservation.filter(execution_id__in=execution_ids).values_list(
+        "user_id", "key"
+    )
+    by_user: dict[uuid.UUID, list[str]] = {}
+    for user_id, key in held:
+        by_user.setdefault(user_id, []).append(key)
+    return sum([await release_many(user_id, keys) for user_id, keys in by_user.items()])
+
+
+@dataclass(frozen=True)
+class RunTimeCharge:
+    """A stopped node's after-run cost (0: only its hold is dropped); its key is
+    the key of its reservation too."""
+
+    key: str
+    amount: int
+    description: str
+    graph_id: uuid.UUID
+    execution_id: uuid.UUID
+
+
+async def record_run_time_charges(
+    user_id: uuid.UUID, charges: list[RunTimeCharge]
+) -> tuple[dict[str, int], int | None]:
+    """Many after-run costs of one user in one transaction (a stop of a large run
+    ends hundreds of nodes at once): each drops its hold and is charged once by its
+    key, allowed below zero like record_transaction(allow_negative=True). Returns
+    what each key was charged (an existing key: what it was charged before) and the
+    new balance, or None when nothing new was charged."""
+
+    async def work(conn) -> tuple[dict[str, int], int | None]:
+        balance = await _locked_balance(user_id, conn)
+        keys = [charge.key for charge in charges]
+        released = await _release_many(conn, user_id, keys)
+        charged: dict[str, int] = {}
+        for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+            chunk = keys[start : start + _KEYS_PER_STATEMENT]
+            existing = CreditTransaction.filter(key__in=chunk, user_id=user_id).using_db(conn)
+            charged.update(
+                (key, -amount) for key, amount in await existing.values_list("key", "amount")
+            )
+        new_balance, created_at, rows = balance.balance, _next_time(balance), []
+        for charge in charges:
+            if charge.key in charged or charge.amount == 0:
+                charged.setdefault(charge.key, 0)
+                continue
+            new_balance -= charge.amount
+            charged[charge.key] = charge.amount
+            rows.append(
+                CreditTransaction(
+                    id=uuid.uuid4(),
+                    key=charge.key,
+                    user_id=user_id,
+                    type=CreditTransactionType.USAGE,
+                    amount=-charge.amount,
+                    running_balance=new_balance,
+                    is_active=True,
+                    created_at=created_at,
+                    description=charge.description,
+                    usage_graph_id=charge.graph_id,
+                    usage_execution_id=charge.execution_id,
+                )
+            )
+            created_at += _TICK
+        if rows:
+            await CreditTransaction.bulk_create(rows, using_db=conn)
+        if rows or released:
+            await (
+                UserBalance.filter(user_id=user_id)
+                .using_db(conn)
+                .update(
+                    balance=new_balance,
+                    reserved=balance.reserved - released,
+                    updated_at=created_at - _TICK if rows else balance.updated_at,
+                )
+            )
+        return charged, (new_balance if rows else None)
+
+    return await atomic(work)
 
 
 async def release_stale_reservations(older_than: datetime) -> int:

@@ -233,9 +233,11 @@ async def requeue_decided_runs(
     )
 
 
-async def cancel_pending(execution_id: uuid.UUID, now: datetime) -> list[NodeReview]:
-    """The execution ended while some of its nodes waited: their reviews are CANCELLED."""
-    pending = await NodeReview.filter(execution_id=execution_id, status=NodeReviewStatus.PENDING)
+async def cancel_pending(execution_ids: list[uuid.UUID], now: datetime) -> list[NodeReview]:
+    """These executions ended while some of their nodes waited: their reviews are CANCELLED."""
+    pending = await NodeReview.filter(
+        execution_id__in=execution_ids, status=NodeReviewStatus.PENDING
+    )
     if pending:
         await NodeReview.filter(
             id__in=[r.id for r in pending], status=NodeReviewStatus.PENDING

@@ -13,7 +13,8 @@ from app import models
 from app.context import Info
 from app.services import graphs as graph_service
 from app.services import trigger_setup
-from app.services.graph_rows import LinkRecord, NodeRecord
+from app.services.blocks import BlockCatalog
+from app.services.graph_rows import NodeRecord
 from app.services.graph_validation import Validation
 from schema.types.blocks import Block
 from schema.types.pages import PageInfo
@@ -28,32 +29,27 @@ class Node:
     block_id: strawberry.ID
     input_default: JSON = strawberry.field(description="Values of input pins that no link feeds.")
     metadata: JSON
-
-    @strawberry.field
-    def block(self, info: Info) -> Block | None:
-        # Synchronous once the catalogue is loaded: a list of many nodes then
-        # costs no coroutine per node.
-        catalog = info.context.services.blocks
-        loaded, descriptor = catalog.get_loaded(str(self.block_id))
-        if loaded:
-            return Block.from_descriptor(descriptor) if descriptor else None
-        return self._load_block(catalog)
-
-    async def _load_block(self, catalog) -> Block | None:
-        descriptor = await catalog.get(str(self.block_id))
-        return Block.from_descriptor(descriptor) if descriptor else None
+    # Found when the node is made (from the catalogue in memory), not by a
+    # resolver: a resolver per node of a list of graphs cost ~10 % of the request.
+    block: Block | None
 
     @classmethod
-    def from_model(cls, row: models.Node | NodeRecord, for_export: bool = False) -> Node:
+    def from_model(
+        cls, row: models.Node | NodeRecord, catalog: BlockCatalog, for_export: bool = False
+    ) -> Node:
         defaults = row.input_default or {}
+        _, descriptor = catalog.get_loaded(str(row.block_id))
         return cls(
             id=row.id,
             block_id=row.block_id,
             input_default=graph_service.export_defaults(defaults) if for_export else defaults,
             metadata=row.metadata or {},
+            block=Block.from_descriptor(descriptor) if descriptor else None,
         )
 
 
+# Lists of graphs give app.services.graph_rows.LinkRecord as it is: its
+# attributes are these fields (tests/test_graph_rows.py), and Link has no resolvers.
 @strawberry.type
 class Link:
     id: strawberry.ID
@@ -62,17 +58,6 @@ class Link:
     source_name: str
     sink_name: str
     is_static: bool
-
-    @classmethod
-    def from_model(cls, row: models.Link | LinkRecord) -> Link:
-        return cls(
-            id=row.id,
-            source_id=row.source_id,
-            sink_id=row.sink_id,
-            source_name=row.source_name,
-            sink_name=row.sink_name,
-            is_static=row.is_static,
-        )
 
 
 @strawberry.type
@@ -114,13 +99,15 @@ class Graph:
     async def nodes(self, info: Info) -> list[Node]:
         # A store agent's nodes are read-only and never carry its creator's secrets.
         strip = self.for_export or not await self._is_owner(info)
-        return [Node.from_model(n, strip) for n in await self._nodes(info)]
+        catalog = info.context.services.blocks
+        await catalog.descriptors()  # in memory after the process's first read
+        return [Node.from_model(n, catalog, strip) for n in await self._nodes(info)]
 
     @strawberry.field
     async def links(self, info: Info) -> list[Link]:
-        return [
-            Link.from_model(link) for link in await info.context.loaders.links.load(self.row_id)
-        ]
+        # The records have Link's attributes, and Link has no resolvers: given
+        # as they are (not copied into ~1,000 Link objects a page).
+        return await info.context.loaders.links.load(self.row_id)  # type: ignore[return-value]
 
     @strawberry.field(description="JSON Schema of the graph's inputs (its input blocks).")
     async def input_schema(self, info: Info) -> JSON:

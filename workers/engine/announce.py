@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from app.models import ExecutionStatus
 from workers.engine.context import EngineContext
 from workers.engine.rows import NodeRow, node_event
+from workers.engine.store import EndedRow
 
 
 class Announcer:
@@ -35,10 +36,10 @@ class Announcer:
         """A step's events (from `bodies`) and counter bumps ("node_runs|STATUS" -> n)."""
         await self._send(bodies, counts)
 
-    async def snapshots(self, snapshots: list[tuple[bytes, bool]]) -> None:
-        """Events for rows the database ended (snapshot JSON, whether it had run)."""
-        bodies = [node_event(self.execution_id, snapshot) for snapshot, _ in snapshots]
-        ran = sum(1 for _, was_run in snapshots if was_run)
+    async def snapshots(self, ended: list[EndedRow]) -> None:
+        """Events for rows the database ended (their snapshots as JSON)."""
+        bodies = [node_event(self.execution_id, row.snapshot) for row in ended]
+        ran = sum(1 for row in ended if row.was_run)
         counts = Counter({f"node_runs|{ExecutionStatus.TERMINATED}": ran} if ran else {})
         await self._send(bodies, counts)
 

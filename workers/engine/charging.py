@@ -16,6 +16,7 @@ from app.blocks.base import Block
 from app.blocks.costs import cost_after_run, cost_before_run
 from app.models import CreditTransactionType, Execution
 from app.services import ledger
+from app.services.ledger import RunTimeCharge
 from workers.engine.context import EngineContext
 from workers.engine.credit_budget import CreditBudget
 from workers.engine.rows import NodeRow
@@ -80,33 +81,48 @@ class Charger:
             )
         return cost
 
-    async def after(self, row: NodeRow, block: Block, seconds: float) -> int:
-        """The after-run cost of `seconds` of run time, releasing the reservation
-        (within a budget: at most what the node held of it)."""
+    def run_time_charge(self, row: NodeRow, block: Block, seconds: float) -> RunTimeCharge | None:
+        """The after-run cost of `seconds` of run time, settled with the run's
+        budget (within a budget: at most what the node held of it); None when
+        there is neither a cost nor a hold to drop."""
         cost = cost_after_run(block.costs, row.input_data, seconds)
         if self.budget is not None:
             if time_key(row) in self.budget.charged_keys:
                 self.budget.settle(row.id, 0)  # counted when the run was restored
             else:
                 cost = self.budget.settle(row.id, cost)
-        if cost == 0:
-            if after_run_minimum(block, row.input_data):
-                await ledger.release(self.user_id, time_key(row))
+        if cost == 0 and not after_run_minimum(block, row.input_data):
+            return None
+        return RunTimeCharge(
+            key=time_key(row),
+            amount=cost,
+            description=f"{block.name} run time",
+            graph_id=self.execution.graph_id,
+            execution_id=self.execution.id,
+        )
+
+    async def after(self, row: NodeRow, block: Block, seconds: float) -> int:
+        """The after-run cost of `seconds` of run time, releasing the reservation."""
+        charge = self.run_time_charge(row, block, seconds)
+        if charge is None:
+            return 0
+        if charge.amount == 0:
+            await ledger.release(self.user_id, charge.key)
             return 0
         # Time already spent is owed even past zero.
         entry = await ledger.record_transaction(
             self.user_id,
-            -cost,
+            -charge.amount,
             CreditTransactionType.USAGE,
-            time_key(row),
+            charge.key,
             allow_negative=True,
-            release_reservation=time_key(row),
-            description=f"{block.name} run time",
-            usage_graph_id=self.execution.graph_id,
-            usage_execution_id=self.execution.id,
+            release_reservation=charge.key,
+            description=charge.description,
+            usage_graph_id=charge.graph_id,
+            usage_execution_id=charge.execution_id,
         )
         if entry.created:
             await self.engine.after_charge(
-                self.user_id, entry.transaction.running_balance, cost, entry.transaction.key
+                self.user_id, entry.transaction.running_balance, charge.amount, charge.key
             )
         return -entry.transaction.amount

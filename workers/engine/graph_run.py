@@ -28,7 +28,6 @@ from app.blocks.base import BlockError
 from app.clock import utcnow
 from app.events import EventReader
 from app.models import TERMINAL_STATUSES, Execution, ExecutionStatus
-from app.services import ledger
 from app.services import reviews as review_service
 from app.services.execution_outputs import execution_outputs
 from app.services.executions import publish_status
@@ -36,6 +35,7 @@ from workers.engine.announce import Announcer
 from workers.engine.charging import Charger
 from workers.engine.context import EngineContext
 from workers.engine.credit_budget import CreditBudget
+from workers.engine.family_end import end_family
 from workers.engine.limits import RunBudget
 from workers.engine.node_ends import Following, NodeEnds
 from workers.engine.node_run import INSUFFICIENT_CREDITS, NodeProgress, run_node
@@ -44,7 +44,7 @@ from workers.engine.reviews import RunReviews, safe_mode_of
 from workers.engine.routing import Router
 from workers.engine.rows import NodeRow
 from workers.engine.stats import execution_stats
-from workers.engine.store import UNFINISHED, dumps
+from workers.engine.store import dumps
 from workers.engine.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class GraphRun:
         try:
             self.topology = await Topology.load(execution)
         except BlockError as exc:
-            return await self._finish(ExecutionStatus.FAILED, str(exc))
+            return await self.finish(ExecutionStatus.FAILED, str(exc))
         self.router = Router(execution.id, self.topology, self.budget.take)
         if not self.ancestors:
             # Sub-graph runs take their root's setting (child()).
@@ -121,7 +121,7 @@ class GraphRun:
             except BaseException:
                 # Cancelled (stop, shutdown) or an error outside any block: no node task
                 # may outlive the run; their rows stay as stored, to resume from.
-                await self._cancel_tasks()
+                await self.cancel_tasks()
                 raise
             if self.out_of_credits or not self.reviews.any_waiting:
                 break
@@ -132,37 +132,16 @@ class GraphRun:
             await self._set_status(ExecutionStatus.RUNNING)
             self.ready.extend(decided)
         status = ExecutionStatus.FAILED if self.failed else ExecutionStatus.COMPLETED
-        return await self._finish(status, INSUFFICIENT_CREDITS if self.out_of_credits else None)
+        return await self.finish(status, INSUFFICIENT_CREDITS if self.out_of_credits else None)
 
     async def terminate(
         self, status: ExecutionStatus = ExecutionStatus.TERMINATED, error: str = "Stopped"
     ) -> None:
         """Stop: cancel running nodes (they pay for the seconds they ran); everything
         unfinished ends TERMINATED with its event, sub-graph runs included (they end
-        `status` too); the execution ends `status` with `error`."""
-        await self._cancel_tasks()
-        for child in await Execution.filter(
-            parent_execution_id=self.execution.id,
-            status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.REVIEW],
-        ):
-            await self.children.get(child.id, self.child(child)).terminate(status, error)
-        await self.execution.refresh_from_db()
-        if self.execution.status in TERMINAL_STATUSES:
-            return
-        kept = {}
-        for row_id, progress in self.cancelled.items():
-            if progress.started is not None:
-                progress.charged += await self.charger.after(
-                    progress.row, progress.block, progress.seconds
-                )
-            kept[row_id] = (progress.outputs, progress.charged)
-        ended_rows = await self.store.end_unfinished(
-            self.fence, self.execution.id, UNFINISHED, utcnow(), kept
-        )
-        await self.events.snapshots(ended_rows)
-        await ledger.release_execution_reservations(self.execution.id)
-        await self.reviews.load()  # a run stopped before it resumed knows none of them yet
-        await self._finish(status, error)
+        `status` too, all at once: family_end.py); the execution ends `status` with
+        `error`."""
+        await end_family(self, status, error)
 
     def child(self, execution: Execution) -> GraphRun:
         child = GraphRun(
@@ -291,26 +270,27 @@ class GraphRun:
             if self._woken is not None and not self._woken.done():
                 self._woken.set_result(None)
 
-    async def _cancel_tasks(self) -> None:
+    async def cancel_tasks(self) -> None:
         for task in self.tasks:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
 
-    async def _finish(self, status: ExecutionStatus, error: str | None) -> ExecutionStatus:
+    async def finish(self, status: ExecutionStatus, error: str | None) -> ExecutionStatus:
         self.finishing = True
         execution = self.execution
         now = utcnow()
         if status != ExecutionStatus.TERMINATED:
             # Nodes never started because the run failed (credits ran out) end too.
+            never_ran = (ExecutionStatus.QUEUED, ExecutionStatus.REVIEW)
             ended_rows = await self.store.end_unfinished(
-                self.fence, execution.id, (ExecutionStatus.QUEUED, ExecutionStatus.REVIEW), now, {}
+                self.fence, [execution.id], never_ran, now, {}
             )
             await self.events.snapshots(ended_rows)
         if self.reviews.any_asked:
             # Ended while some nodes waited (a stop, credits out): their reviews close.
-            cancelled = await review_service.cancel_pending(execution.id, now)
+            cancelled = await review_service.cancel_pending([execution.id], now)
             await self.events.raw(
                 [dumps(review_service.review_event(r)).encode() for r in cancelled]
             )

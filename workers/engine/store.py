@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,6 +29,28 @@ UNFINISHED = (
     # Waiting for a person (workers/engine/reviews.py).
     ExecutionStatus.REVIEW,
 )
+
+
+class EndedRow(NamedTuple):
+    """A node execution a stop (or a failed run) ended: its snapshot as JSON, and
+    whether it had been queued to run (counted as a node run)."""
+
+    execution_id: uuid.UUID
+    snapshot: bytes
+    was_run: bool
+
+
+def execution_end(execution: Execution) -> dict[str, Any]:
+    """What an ending run writes of itself (RunStore.end_executions)."""
+    return {
+        "id": execution.id,
+        "status": str(execution.status),
+        "started_at": execution.started_at,
+        "ended_at": execution.ended_at,
+        "error": execution.error,
+        "stats": execution.stats,
+        "outputs": execution.outputs,
+    }
 
 
 class UnstorableOutput(Exception):
@@ -219,21 +241,21 @@ class RunStore:
     async def end_unfinished(
         self,
         fence: Fence,
-        execution_id: uuid.UUID,
+        execution_ids: list[uuid.UUID],
         statuses: tuple[ExecutionStatus, ...],
         now: datetime,
         partial: dict[uuid.UUID, tuple[dict[str, list[Any]], int]],
-    ) -> list[tuple[bytes, bool]]:
-        """Every row of the execution in `statuses` ends TERMINATED (a cancelled
-        one keeps what it had yielded and what it was charged); returns their
-        snapshots (JSON) and whether each had been queued to run, in arrival order."""
+    ) -> list[EndedRow]:
+        """Every row of these executions in `statuses` ends TERMINATED (a cancelled
+        one keeps what it had yielded and what it was charged); returns them in
+        arrival order."""
 
-        async def work(conn: Any) -> list[tuple[bytes, bool]]:
+        async def work(conn: Any) -> list[EndedRow]:
             await self._check(conn, fence)
-            query = NodeExecution.filter(execution_id=execution_id, status__in=list(statuses))
+            query = NodeExecution.filter(execution_id__in=execution_ids, status__in=list(statuses))
             rows = await query.using_db(conn).order_by("arrival")
             await query.using_db(conn).update(status=ExecutionStatus.TERMINATED, ended_at=now)
-            snapshots = []
+            ended = []
             for row in rows:
                 if row.id in partial:
                     row.output_data, row.cost = partial[row.id]
@@ -243,9 +265,9 @@ class RunStore:
                         .update(output_data=row.output_data, cost=row.cost)
                     )
                 row.status, row.ended_at = ExecutionStatus.TERMINATED, now
-                was_run = row.queued_at is not None
-                snapshots.append((orjson.dumps(_snapshot(row), default=str), was_run))
-            return snapshots
+                snapshot = orjson.dumps(_snapshot(row), default=str)
+                ended.append(EndedRow(row.execution_id, snapshot, row.queued_at is not None))  # type: ignore[attr-defined]
+            return ended
 
         return await atomic(work)
 
@@ -253,6 +275,18 @@ class RunStore:
         async def work(conn: Any) -> None:
             await self._check(conn, fence)
             await Execution.filter(id=execution_id).using_db(conn).update(**changes)
+
+        await atomic(work)
+
+    async def end_executions(self, fence: Fence, executions: list[Execution]) -> None:
+        """Several runs of the fenced family end together (a stop of their root)."""
+
+        async def work(conn: Any) -> None:
+            await self._check(conn, fence)
+            for execution in executions:
+                end = execution_end(execution)
+                del end["id"]
+                await Execution.filter(id=execution.id).using_db(conn).update(**end)
 
         await atomic(work)
 

@@ -25,10 +25,12 @@ from workers.engine.routing import Routed
 from workers.engine.rows import NodeRow
 from workers.engine.store import (
     UNFINISHED,
+    EndedRow,
     ResumeState,
     RunStore,
     UnstorableOutput,
     dumps,
+    execution_end,
 )
 
 _OWNER = "owner AS (SELECT 1 FROM executions WHERE id = $1 AND runner_epoch = $2 FOR KEY SHARE)"
@@ -50,6 +52,7 @@ _SNAPSHOT = (
     "'queuedAt', n.queued_at, 'startedAt', n.started_at, 'endedAt', n.ended_at, "
     "'error', n.error)::text"
 )
+_ENDED = f"n.execution_id, n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot"
 
 
 def _rows_json(rows: list[NodeRow], starts: dict[uuid.UUID, datetime] | None = None) -> str:
@@ -259,11 +262,11 @@ class PostgresRunStore(RunStore):
     async def end_unfinished(
         self,
         fence: Fence,
-        execution_id: uuid.UUID,
+        execution_ids: list[uuid.UUID],
         statuses: tuple[ExecutionStatus, ...],
         now: datetime,
         partial: dict[uuid.UUID, tuple[dict[str, list[Any]], int]],
-    ) -> list[tuple[bytes, bool]]:
+    ) -> list[EndedRow]:
         kept = dumps(
             [
                 {"id": row_id, "output_data": outputs, "cost": cost}
@@ -277,17 +280,17 @@ class PostgresRunStore(RunStore):
             "AS k(id uuid, output_data jsonb, cost int)), "
             "stopped AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4, "
             "output_data = k.output_data, cost = k.cost FROM kept k "
-            "WHERE n.id = k.id AND n.execution_id = $3 AND n.status = ANY($5::text[]) "
-            f"AND {_OWNED} "
-            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot), "
+            "WHERE n.id = k.id AND n.execution_id = ANY($3::uuid[]) "
+            f"AND n.status = ANY($5::text[]) AND {_OWNED} "
+            f"RETURNING {_ENDED}), "
             "rest AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4 "
-            "WHERE n.execution_id = $3 AND n.status = ANY($5::text[]) "
+            "WHERE n.execution_id = ANY($3::uuid[]) AND n.status = ANY($5::text[]) "
             f"AND n.id NOT IN (SELECT id FROM kept) AND {_OWNED} "
-            f"RETURNING n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot) "
+            f"RETURNING {_ENDED}) "
             "SELECT * FROM stopped UNION ALL SELECT * FROM rest",
             fence.root_id,
             fence.epoch,
-            execution_id,
+            execution_ids,
             now,
             [str(s) for s in statuses],
             kept,
@@ -300,9 +303,25 @@ class PostgresRunStore(RunStore):
             )
             _owned_or_lost(owned["owned"], fence)
         return [
-            (row["snapshot"].encode(), row["was_run"])
+            EndedRow(row["execution_id"], row["snapshot"].encode(), row["was_run"])
             for row in sorted(rows, key=lambda r: r["arrival"])
         ]
+
+    async def end_executions(self, fence: Fence, executions: list[Any]) -> None:
+        ends = dumps([execution_end(execution) for execution in executions])
+        row = await _fetchrow(
+            f"WITH {_OWNER}, ends AS (SELECT * FROM jsonb_to_recordset($3::jsonb) AS r("
+            "id uuid, status text, started_at timestamptz, ended_at timestamptz, error text, "
+            "stats jsonb, outputs jsonb)), "
+            "done AS (UPDATE executions e SET status = r.status, started_at = r.started_at, "
+            "ended_at = r.ended_at, error = r.error, stats = r.stats, outputs = r.outputs "
+            f"FROM ends r WHERE e.id = r.id AND {_OWNED} RETURNING 1) "
+            "SELECT (SELECT count(*) FROM owner) AS owned",
+            fence.root_id,
+            fence.epoch,
+            ends,
+        )
+        _owned_or_lost(row["owned"], fence)
 
     async def finish(self, fence: Fence, execution_id: uuid.UUID, changes: dict[str, Any]) -> None:
         columns, args = [], [fence.root_id, fence.epoch, execution_id]

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from arq import Retry
 
 from app import log_context
 from app.models import Execution, ExecutionStatus
-from app.services.executions import descendant_ids, stop_requested_key
+from app.services.execution_family import descendant_ids
+from app.services.executions import stop_requested_key
 from app.services.run_slots import RunSlots
 from app.transactions import finish_even_if_cancelled
 from workers.engine.context import EngineContext
@@ -58,7 +60,10 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
     if not admission.go:
         await slots.nudge(admission.next_fair)
         return "waiting"
-    await slots.nudge()  # a free slot of another worker may take the next run
+    # A free slot of another worker may take the next run. Not awaited: finding
+    # that run is a query this run's first event need not wait for (the nudge
+    # is best effort, and every run's end and the sweep promote again).
+    _in_background(slots.nudge())
     owned = False
     try:
         async with engine.locks.hold(uuid.UUID(execution_id), engine.store.claim) as fence:
@@ -84,6 +89,16 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
     # Its slot is free: the run owed it goes first.
     await slots.nudge()
     return ended
+
+
+# Background nudges still going; a task nothing refers to may be collected.
+_NUDGES: set[asyncio.Task] = set()
+
+
+def _in_background(nudge: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(nudge)
+    _NUDGES.add(task)
+    task.add_done_callback(_NUDGES.discard)
 
 
 async def _new_run(engine: EngineContext, fence: Fence) -> GraphRun:
