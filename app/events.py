@@ -177,9 +177,10 @@ class EventPublisher:
         terminal: bool = False,
     ) -> None:
         """publish(), queued on `pipeline` (a Redis pipeline the caller executes),
-        `body` already JSON: many runs ending together in one round trip."""
+        `body` already JSON: many runs ending together in one round trip. EVAL
+        with the script's text, as publish_many does (no SCRIPT EXISTS first)."""
         keys, args = self._publish_call(execution_id, body, graph_id, terminal)
-        await self._script(keys=keys, args=args, client=pipeline)
+        pipeline.eval(_PUBLISH, len(keys), *keys, *args)
 
     def _publish_call(
         self, execution_id: uuid.UUID, body: bytes, graph_id: uuid.UUID | None, terminal: bool
