@@ -146,6 +146,11 @@ async def children_in(run_id, status: str, at_least: int) -> bool:
     return found >= at_least
 
 
+async def assert_whole(stack: OwnStack, user, root_id) -> None:
+    problems = await family_problems(stack, user, root_id)
+    assert problems == [], "\n".join(problems)
+
+
 def fan_out(name: str, child_id: str, items: int) -> dict:
     return {
         "name": name,
@@ -179,3 +184,251 @@ async def test_children_ending_on_their_own_during_a_stop_announce_their_end(sta
         await until(root_ended, run["id"], timeout=30, what="root end")
         problems += await family_problems(stack, person, run["id"])
     assert problems == [], "\n".join(problems)
+
+
+WAIT_LEAF = {"name": "leaf", "nodes": [node("w", "Wait", seconds=60)], "links": []}
+
+
+def chain(name: str, child_id: str) -> dict:
+    """A Wait beside a SubGraph: every level of a deep family has a node running."""
+    return {
+        "name": name,
+        "nodes": [
+            node("w", "Wait", seconds=60),
+            node("sub", "SubGraph", graph_id=child_id, graph_version=1, inputs={}),
+        ],
+        "links": [],
+    }
+
+
+async def running_waits(run_id, at_least_runs: int, at_least_waits: int) -> bool:
+    family = await family_of(uuid.UUID(str(run_id)))
+    ids = [m.id for m in family]
+    waits = await NodeExecution.filter(
+        execution_id__in=ids, status="RUNNING", block_id="bfe98523-7b87-4854-bf5a-a7aeefc94510"
+    ).count()
+    return len(family) >= at_least_runs and waits >= at_least_waits
+
+
+async def test_a_deep_family_stops_whole(stack, new_user):
+    """Ten levels (the root and nine sub-graph runs below it), a Wait running on each."""
+    person = await rich_user(stack, new_user)
+    below = await create_graph(stack.gql, person, WAIT_LEAF)
+    for level in range(9):
+        below = await create_graph(stack.gql, person, chain(f"level{level}", below["id"]))
+    run = await execute(stack.gql, person, below["id"])
+    await until(running_waits, run["id"], 10, 10, what="ten levels running")
+    stopped = await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    assert stopped["stopExecution"]["status"] == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
+
+
+async def test_stopping_a_grandchild_stops_its_root(stack, new_user):
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, WAIT_LEAF)
+    middle = await create_graph(stack.gql, person, fan_out("middle", leaf["id"], 3))
+    root = await create_graph(stack.gql, person, fan_out("root", middle["id"], 3))
+    run = await execute(stack.gql, person, root["id"])
+    await until(running_waits, run["id"], 13, 9, what="family running")
+    family = await family_of(uuid.UUID(run["id"]))
+    grandchild = next(m for m in family if len(m.ancestors) == 2)
+    stopped = await stack.gql.ok(STOP, {"id": str(grandchild.id)}, token=person.token)
+    assert stopped["stopExecution"]["status"] == "TERMINATED"
+    await until(root_ended, run["id"], timeout=30, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
+
+
+async def test_two_stops_at_once(stack, new_user):
+    """The root and one of its children stopped at the same moment, twice over."""
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, WAIT_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 20))
+    run = await execute(stack.gql, person, root["id"])
+    await until(running_waits, run["id"], 17, 16, what="family running")
+    family = await family_of(uuid.UUID(run["id"]))
+    child = str(family[-1].id)
+    answers = await asyncio.gather(
+        stack.gql.ok(STOP, {"id": run["id"]}, token=person.token),
+        stack.gql.ok(STOP, {"id": child}, token=person.token),
+        stack.gql.ok(STOP, {"id": run["id"]}, token=person.token),
+    )
+    await until(root_ended, run["id"], timeout=30, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED", answers
+    await assert_whole(stack, person, run["id"])
+
+
+REVIEW_LEAF = {
+    "name": "asks",
+    "nodes": [
+        node("ask", "HumanReview", data="look", message="ok?"),
+        node("out", "AgentOutput", name="r"),
+    ],
+    "links": [link("ask", "approved", "out", "value")],
+}
+
+
+async def test_stop_while_children_wait_for_review(stack, new_user):
+    """Every child waits for a person, the root waits with them (REVIEW, no worker)."""
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, REVIEW_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 5))
+    run = await execute(stack.gql, person, root["id"])
+
+    async def root_waits() -> bool:
+        return (await Execution.get(id=run["id"])).status == "REVIEW"
+
+    await until(root_waits, what="root waits for review")
+    stopped = await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    await until(root_ended, run["id"], timeout=30, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED", stopped
+    await assert_whole(stack, person, run["id"])
+
+
+async def test_stop_while_some_children_wait_for_review_and_others_run(stack, new_user):
+    person = await rich_user(stack, new_user)
+    asks = await create_graph(stack.gql, person, REVIEW_LEAF)
+    waits = await create_graph(stack.gql, person, WAIT_LEAF)
+    spec = {
+        "name": "mixed",
+        "nodes": [
+            node("each", "ForEach", items=[{"i": i} for i in range(4)]),
+            node("ask", "SubGraph", graph_id=asks["id"], graph_version=1),
+            node("wait", "SubGraph", graph_id=waits["id"], graph_version=1),
+        ],
+        "links": [link("each", "item", "ask", "inputs"), link("each", "item", "wait", "inputs")],
+    }
+    root = await create_graph(stack.gql, person, spec)
+    run = await execute(stack.gql, person, root["id"])
+    await until(children_in, run["id"], "REVIEW", 4, what="children wait for review")
+    await until(running_waits, run["id"], 9, 4, what="waits running")
+    await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    await until(root_ended, run["id"], timeout=30, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
+
+
+def marked_leaf(marker: str) -> dict:
+    return {
+        "name": "leaf",
+        "nodes": [node("w", "Wait", seconds=60, input=marker)],
+        "links": [],
+    }
+
+
+async def test_a_stop_that_fails_after_charging_is_finished_by_the_next_try(stack, new_user):
+    """The stop charges the stopped Waits' seconds (one ledger transaction), then its
+    statement ending the nodes fails once (injected: the database away for a moment).
+    The job's next try must finish the stop without losing what was charged: each
+    node's cost must be what the ledger took for it, and the root's cost their sum."""
+    from tortoise import connections
+
+    marker = f"stopfail-{uuid.uuid4().hex}"
+    name = marker.replace("-", "_")
+    db = connections.get("default")
+    await db.execute_script(
+        f"""
+        CREATE SEQUENCE {name};
+        CREATE FUNCTION {name}() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.status = 'TERMINATED' AND OLD.status = 'RUNNING'
+             AND NEW.input_data::text LIKE '%{marker}%' THEN
+            IF nextval('{name}') = 1 THEN
+              RAISE EXCEPTION 'injected failure while ending the family';
+            END IF;
+          END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER {name} BEFORE UPDATE ON node_executions
+          FOR EACH ROW EXECUTE FUNCTION {name}();
+        """
+    )
+    try:
+        person = await rich_user(stack, new_user)
+        leaf = await create_graph(stack.gql, person, marked_leaf(marker))
+        root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 4))
+        run = await execute(stack.gql, person, root["id"])
+        await until(running_waits, run["id"], 5, 4, what="family running")
+        await asyncio.sleep(1.5)  # the Waits run a second or more: each owes a charge
+        await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+        await until(root_ended, run["id"], timeout=60, what="root end")
+    finally:
+        await db.execute_script(
+            f"DROP TRIGGER {name} ON node_executions; DROP FUNCTION {name}(); DROP SEQUENCE {name};"
+        )
+    assert "injected failure while ending the family" in stack.worker_process.log()
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
+
+
+async def sleeping_backends(marker: str) -> bool:
+    from tortoise import connections
+
+    _, rows = await connections.get("default").execute_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+        "AND datname = current_database()"
+    )
+    return rows[0]["n"] > 0
+
+
+@pytest.mark.parametrize("whose_end", ["children", "root"])
+async def test_a_worker_killed_in_the_middle_of_a_stop(stack, new_user, whose_end):
+    """The worker dies (SIGKILL) right after the stop wrote the ends of the family's
+    runs (`children`: the one statement ending the sub-graph runs; `root`: the root's
+    own end) and before it announced them: held there by a trigger that sleeps while
+    the statement commits. The next worker finds the stop flag and must finish the
+    stop, announcing what was written but never announced; today it sees those runs
+    ended and publishes nothing for them (end_family returns early, or skips runs
+    no longer open), so their subscribers wait for ever."""
+    from tortoise import connections
+
+    marker = f"killstop_{uuid.uuid4().hex}"
+    only = (
+        "NEW.parent_execution_id IS NOT NULL"
+        if whose_end == "children"
+        else ("NEW.parent_execution_id IS NULL")
+    )
+    db = connections.get("default")
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, WAIT_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 4))
+    run = await execute(stack.gql, person, root["id"])
+    await until(running_waits, run["id"], 5, 4, what="family running")
+    await db.execute_script(
+        f"""
+        CREATE SEQUENCE {marker};
+        CREATE FUNCTION {marker}() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.status = 'TERMINATED' AND OLD.status <> 'TERMINATED' AND {only}
+             AND NEW.user_id = '{person.id}' AND nextval('{marker}') = 1 THEN
+            PERFORM pg_sleep(3);
+          END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER {marker} BEFORE UPDATE ON executions
+          FOR EACH ROW EXECUTE FUNCTION {marker}();
+        """
+    )
+    try:
+        stop = asyncio.create_task(stack.gql.ok(STOP, {"id": run["id"]}, token=person.token))
+        await until(sleeping_backends, marker, timeout=30, what="the stop's write")
+        stack.worker_process.kill()
+        await stop
+        fresh = stack.worker()
+        await fresh.start()
+        stack.worker_process = fresh
+        await until(root_ended, run["id"], timeout=90, what="root end")
+        # The next worker takes the job over once the dead one's lease lapses.
+        await until(stop_flag_job_done, stack, run["id"], timeout=90, what="next worker's try")
+    finally:
+        await db.execute_script(
+            f"DROP TRIGGER {marker} ON executions; DROP FUNCTION {marker}(); "
+            f"DROP SEQUENCE {marker};"
+        )
+    await assert_whole(stack, person, run["id"])
+
+
+async def stop_flag_job_done(stack: OwnStack, run_id) -> bool:
+    """The worker's log shows the job of `run_id` returned (arq's "← ... ●" line)."""
+    log = stack.worker_process.log()
+    return f"{run_id}:run_execution \\u25cf" in log or f"{run_id}:run_execution \u25cf" in log
