@@ -432,3 +432,73 @@ async def stop_flag_job_done(stack: OwnStack, run_id) -> bool:
     """The worker's log shows the job of `run_id` returned (arq's "← ... ●" line)."""
     log = stack.worker_process.log()
     return f"{run_id}:run_execution \\u25cf" in log or f"{run_id}:run_execution \u25cf" in log
+
+
+EXECUTE_WITH_BUDGET = """mutation($id: ID!, $max: Int) {
+  executeGraph(graphId: $id, inputs: {}, maxCredits: $max) { id status } }"""
+
+
+async def test_a_budget_running_out_with_children_running(stack, new_user):
+    """maxCredits used up by sixteen child Waits charging by the second: the run ends
+    FAILED through terminate(FAILED) with its children; the family spends at most
+    its budget."""
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, WAIT_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 20))
+    variables = {"id": root["id"], "max": 40}
+    run = (await stack.gql.ok(EXECUTE_WITH_BUDGET, variables, token=person.token))["executeGraph"]
+    await until(root_ended, run["id"], timeout=60, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "FAILED"
+    await assert_whole(stack, person, run["id"])
+    spent = -sum(
+        await CreditTransaction.filter(user_id=person.id, amount__lt=0).values_list(
+            "amount", flat=True
+        )
+    )
+    assert spent <= 40
+
+
+async def test_a_wide_family_waiting_for_review_stops(stack, new_user):
+    """A thousand sub-graph runs, each waiting for a person."""
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, REVIEW_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 1000))
+    run = await execute(stack.gql, person, root["id"])
+    await until(children_in, run["id"], "REVIEW", 1000, timeout=300, what="children wait")
+    await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    await until(root_ended, run["id"], timeout=60, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
+
+
+async def test_a_run_limit_reached_with_children_running(database, new_user):
+    """MAX_NODE_RUNS_PER_EXECUTION passed by a family: it ends FAILED, all of it. The
+    node whose completion passes the limit has already been charged its seconds, but
+    RunLimitReached (not a cancellation) leaves it out of the stop's kept costs: its
+    row ends TERMINATED with cost 0 while the ledger took its charge, and the root's
+    stats.cost misses it."""
+    own = OwnStack(TEST_ENV, "famlimit")
+    await own.start()
+    worker = own.worker()
+    worker.env["MAX_NODE_RUNS_PER_EXECUTION"] = "60"
+    await worker.start()
+    own.worker_process = worker
+    try:
+        person = await rich_user(own, new_user)
+        leaf = await create_graph(
+            own.gql,
+            person,
+            {
+                "name": "leaf",
+                "nodes": [node("w", "Wait", seconds=1), node("w2", "Wait", seconds=60)],
+                "links": [link("w", "output", "w2", "input")],
+            },
+        )
+        root = await create_graph(own.gql, person, fan_out("root", leaf["id"], 40))
+        run = await execute(own.gql, person, root["id"])
+        await until(root_ended, run["id"], timeout=90, what="root end")
+        assert (await Execution.get(id=run["id"])).status == "FAILED"
+        await assert_whole(own, person, run["id"])
+    finally:
+        await worker.stop()
+        await own.stop()
