@@ -210,6 +210,20 @@ async def running_waits(run_id, at_least_runs: int, at_least_waits: int) -> bool
     return len(family) >= at_least_runs and waits >= at_least_waits
 
 
+async def waits_ran(run_id, seconds: float) -> bool:
+    """Every running Wait of the family has run `seconds` (by the database's clock)."""
+    from tortoise import connections
+
+    ids = [m.id for m in await family_of(uuid.UUID(str(run_id)))]
+    _, rows = await connections.get("default").execute_query(
+        "SELECT count(*) FILTER (WHERE started_at > now() - make_interval(secs => $2)) AS young, "
+        "count(*) AS n FROM node_executions WHERE execution_id = ANY($1::uuid[]) "
+        "AND status = 'RUNNING' AND block_id = 'bfe98523-7b87-4854-bf5a-a7aeefc94510'",
+        [ids, seconds],
+    )
+    return rows[0]["n"] > 0 and rows[0]["young"] == 0
+
+
 async def test_a_deep_family_stops_whole(stack, new_user):
     """Ten levels (the root and nine sub-graph runs below it), a Wait running on each."""
     person = await rich_user(stack, new_user)
@@ -349,7 +363,7 @@ async def test_a_stop_that_fails_after_charging_is_finished_by_the_next_try(stac
         root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 4))
         run = await execute(stack.gql, person, root["id"])
         await until(running_waits, run["id"], 5, 4, what="family running")
-        await asyncio.sleep(1.5)  # the Waits run a second or more: each owes a charge
+        await until(waits_ran, run["id"], 1.5, what="Waits running 1.5 s")
         await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
         await until(root_ended, run["id"], timeout=60, what="root end")
     finally:
@@ -502,3 +516,31 @@ async def test_a_run_limit_reached_with_children_running(database, new_user):
     finally:
         await worker.stop()
         await own.stop()
+
+
+async def test_a_family_stopped_after_its_worker_died_pays_for_the_seconds_it_ran(stack, new_user):
+    """The worker dies (SIGKILL) while four child Waits have run a couple of seconds;
+    the run is then stopped, and the next worker ends it. The stop ends the Waits
+    without charging a second of what they ran (their holds are just dropped): "a
+    stopped node pays for the seconds it ran" does not hold once its worker died,
+    though each row's started_at says how long it has been running."""
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, WAIT_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 4))
+    run = await execute(stack.gql, person, root["id"])
+    await until(running_waits, run["id"], 5, 4, what="family running")
+    await until(waits_ran, run["id"], 2.5, what="Waits running 2.5 s")
+    stack.worker_process.kill()
+    await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    fresh = stack.worker()
+    await fresh.start()
+    stack.worker_process = fresh
+    await until(root_ended, run["id"], timeout=90, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
+    family = [m.id for m in await family_of(uuid.UUID(run["id"]))]
+    waits = await NodeExecution.filter(
+        execution_id__in=family, block_id="bfe98523-7b87-4854-bf5a-a7aeefc94510"
+    ).values_list("status", "cost")
+    assert len(waits) == 4
+    assert all(status == "TERMINATED" and cost >= 2 for status, cost in waits), waits
