@@ -123,10 +123,13 @@ async def family_problems(stack: OwnStack, user, root_id) -> list[str]:
                 f"node {r['id']} ({r['status']}): cost {r['cost']}, "
                 f"ledger charged {charged.get(str(r['id']), 0)}"
             )
-    root = executions[uuid.UUID(str(root_id))]
-    family_cost = sum(r["cost"] for r in rows)
-    if (root.stats or {}).get("cost") != family_cost:
-        problems.append(f"root stats.cost {(root.stats or {}).get('cost')} != {family_cost}")
+    # Each run's stats.cost is its own nodes' and those of every run below it.
+    for member in family:
+        below = {m.id for m in family if member.id in (m.id, *m.ancestors)}
+        cost = sum(r["cost"] for r in rows if r["execution_id"] in below)
+        stated = (executions[member.id].stats or {}).get("cost")
+        if stated != cost:
+            problems.append(f"run {member.id}: stats.cost {stated}, its family's nodes {cost}")
     balance = await ledger.get_balance(user.id)
     if await ledger.get_available(user.id) != balance:
         problems.append("something is still held")
@@ -544,3 +547,89 @@ async def test_a_family_stopped_after_its_worker_died_pays_for_the_seconds_it_ra
     ).values_list("status", "cost")
     assert len(waits) == 4
     assert all(status == "TERMINATED" and cost >= 2 for status, cost in waits), waits
+
+
+REVIEW_NODE = """mutation($id: ID!) {
+  reviewNode(nodeExecutionId: $id, approve: true) { id status } }"""
+
+
+async def test_approvals_racing_a_stop(stack, new_user):
+    """Every child's review approved at the very moment the family is stopped."""
+    from app.models import NodeReview
+
+    person = await rich_user(stack, new_user)
+    spec = {
+        "name": "asks then waits",
+        "nodes": [
+            node("ask", "HumanReview", data="look", message="ok?"),
+            node("w", "Wait", seconds=60),
+        ],
+        "links": [link("ask", "approved", "w", "input")],
+    }
+    leaf = await create_graph(stack.gql, person, spec)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 6))
+    problems = []
+    for _ in range(2):
+        run = await execute(stack.gql, person, root["id"])
+        await until(children_in, run["id"], "REVIEW", 6, what="children wait")
+        pending = await NodeReview.filter(root_execution_id=run["id"], status="PENDING")
+        await asyncio.gather(
+            *(
+                stack.gql.execute(REVIEW_NODE, {"id": str(r.id)}, token=person.token)
+                for r in pending[:3]
+            ),
+            stack.gql.ok(STOP, {"id": run["id"]}, token=person.token),
+            *(
+                stack.gql.execute(REVIEW_NODE, {"id": str(r.id)}, token=person.token)
+                for r in pending[3:]
+            ),
+        )
+        await until(root_ended, run["id"], timeout=60, what="root end")
+        problems += await family_problems(stack, person, run["id"])
+        left = await NodeReview.filter(root_execution_id=run["id"], status="PENDING").count()
+        if left:
+            problems.append(f"{left} reviews still pending")
+    assert problems == [], "\n".join(problems)
+
+
+async def idle_in_transaction() -> int:
+    from tortoise import connections
+
+    _, rows = await connections.get("default").execute_query(
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+    )
+    return rows[0]["n"]
+
+
+async def none_idle_in_transaction() -> bool:
+    return await idle_in_transaction() == 0
+
+
+async def test_family_stops_of_busy_children_leave_no_transaction_open(stack, new_user):
+    person = await rich_user(stack, new_user)
+    busy = {
+        "name": "busy",
+        "nodes": [
+            node("each", "ForEach", items=list(range(200))),
+            node("w", "Wait", seconds=0.02),
+            node("keep", "StoreValue"),
+            node("out", "AgentOutput", name="o"),
+        ],
+        "links": [
+            link("each", "item", "w", "input"),
+            link("w", "output", "keep", "input"),
+            link("keep", "output", "out", "value"),
+        ],
+    }
+    leaf = await create_graph(stack.gql, person, busy)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 8))
+    problems = []
+    for round_ in range(6):
+        run = await execute(stack.gql, person, root["id"])
+        await until(children_in, run["id"], "RUNNING", 4 + round_ % 4, what="children running")
+        await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+        await until(root_ended, run["id"], timeout=60, what="root end")
+        problems += await family_problems(stack, person, run["id"])
+    await until(none_idle_in_transaction, timeout=15, what="no connection idle in transaction")
+    assert problems == [], "\n".join(problems)
