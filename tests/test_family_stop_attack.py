@@ -8,7 +8,10 @@ the promises of a stop on everything the family left behind:
 - a node's cost is what the ledger charged under its keys; the root's stats.cost
   is the family's node costs; nothing stays held; balance == sum of transactions.
 
-Reproduce: `.venv/bin/pytest tests/test_family_stop_attack.py -q -x -k <name>`.
+Reproduce: `.venv/bin/pytest tests/test_family_stop_attack.py -q -k <name>` (the
+whole file takes about 2 minutes). Tests marked DEFECT in their docstring fail on
+the code they were written against (commit 2a56318); the others are attacks that
+held, kept as regression checks.
 """
 
 from __future__ import annotations
@@ -173,8 +176,12 @@ QUICK_LEAF = {
 
 
 async def test_children_ending_on_their_own_during_a_stop_announce_their_end(stack, new_user):
-    """Children that end on their own just as the stop cancels their SubGraph node:
-    each child's end must still be announced (its stream must end)."""
+    """DEFECT. Children that end on their own just as the stop cancels their SubGraph
+    node: a child's GraphRun.finish() is not shielded, so the cancellation lands
+    after it wrote COMPLETED and before publish_status; end_family then sees the
+    child ended (not open) and announces nothing for it. Its stream never gets its
+    terminal event (subscribers of the child wait for ever; run_ended is skipped
+    too). Reproduces every time: several children per stop."""
     person = await rich_user(stack, new_user)
     leaf = await create_graph(stack.gql, person, QUICK_LEAF)
     root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 3000))
@@ -334,10 +341,12 @@ def marked_leaf(marker: str) -> dict:
 
 
 async def test_a_stop_that_fails_after_charging_is_finished_by_the_next_try(stack, new_user):
-    """The stop charges the stopped Waits' seconds (one ledger transaction), then its
-    statement ending the nodes fails once (injected: the database away for a moment).
-    The job's next try must finish the stop without losing what was charged: each
-    node's cost must be what the ledger took for it, and the root's cost their sum."""
+    """DEFECT. The stop charges the stopped Waits' seconds (one ledger transaction),
+    then its statement ending the nodes fails once (injected by a trigger: the
+    database away for a moment). The job's next try finishes the stop, but from a
+    new GraphRun that knows nothing of those charges: every Wait ends with cost 0
+    while the ledger took 2 credits for it, and the root's stats.cost misses them
+    (the user paid for what no run shows)."""
     from tortoise import connections
 
     marker = f"stopfail-{uuid.uuid4().hex}"
@@ -390,7 +399,7 @@ async def sleeping_backends(marker: str) -> bool:
 
 @pytest.mark.parametrize("whose_end", ["children", "root"])
 async def test_a_worker_killed_in_the_middle_of_a_stop(stack, new_user, whose_end):
-    """The worker dies (SIGKILL) right after the stop wrote the ends of the family's
+    """DEFECT. The worker dies (SIGKILL) right after the stop wrote the ends of the family's
     runs (`children`: the one statement ending the sub-graph runs; `root`: the root's
     own end) and before it announced them: held there by a trigger that sleeps while
     the statement commits. The next worker finds the stop flag and must finish the
@@ -489,7 +498,7 @@ async def test_a_wide_family_waiting_for_review_stops(stack, new_user):
 
 
 async def test_a_run_limit_reached_with_children_running(database, new_user):
-    """MAX_NODE_RUNS_PER_EXECUTION passed by a family: it ends FAILED, all of it. The
+    """DEFECT. MAX_NODE_RUNS_PER_EXECUTION passed by a family: it ends FAILED. The
     node whose completion passes the limit has already been charged its seconds, but
     RunLimitReached (not a cancellation) leaves it out of the stop's kept costs: its
     row ends TERMINATED with cost 0 while the ledger took its charge, and the root's
@@ -522,7 +531,8 @@ async def test_a_run_limit_reached_with_children_running(database, new_user):
 
 
 async def test_a_family_stopped_after_its_worker_died_pays_for_the_seconds_it_ran(stack, new_user):
-    """The worker dies (SIGKILL) while four child Waits have run a couple of seconds;
+    """DEFECT (arguable: the crash, not the stop, loses the seconds). The worker dies
+    (SIGKILL) while four child Waits have run a couple of seconds;
     the run is then stopped, and the next worker ends it. The stop ends the Waits
     without charging a second of what they ran (their holds are just dropped): "a
     stopped node pays for the seconds it ran" does not hold once its worker died,
