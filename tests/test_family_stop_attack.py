@@ -643,3 +643,36 @@ async def test_family_stops_of_busy_children_leave_no_transaction_open(stack, ne
         problems += await family_problems(stack, person, run["id"])
     await until(none_idle_in_transaction, timeout=15, what="no connection idle in transaction")
     assert problems == [], "\n".join(problems)
+
+
+async def waits_restarted(run_id, after) -> bool:
+    ids = [m.id for m in await family_of(uuid.UUID(str(run_id)))]
+    restarted = await NodeExecution.filter(
+        execution_id__in=ids,
+        status="RUNNING",
+        block_id="bfe98523-7b87-4854-bf5a-a7aeefc94510",
+        started_at__gt=after,
+    ).count()
+    return restarted == 4
+
+
+async def test_a_family_resumed_by_another_worker_then_stopped(stack, new_user):
+    """The worker dies, the next one resumes the family (re-attaching the children
+    and re-running their Waits), then the root is stopped."""
+    from app.clock import utcnow
+
+    person = await rich_user(stack, new_user)
+    leaf = await create_graph(stack.gql, person, WAIT_LEAF)
+    root = await create_graph(stack.gql, person, fan_out("root", leaf["id"], 4))
+    run = await execute(stack.gql, person, root["id"])
+    await until(running_waits, run["id"], 5, 4, what="family running")
+    killed_at = utcnow()
+    stack.worker_process.kill()
+    fresh = stack.worker()
+    await fresh.start()
+    stack.worker_process = fresh
+    await until(waits_restarted, run["id"], killed_at, timeout=90, what="resumed")
+    await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    await until(root_ended, run["id"], timeout=30, what="root end")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
