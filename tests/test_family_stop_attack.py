@@ -676,3 +676,34 @@ async def test_a_family_resumed_by_another_worker_then_stopped(stack, new_user):
     await until(root_ended, run["id"], timeout=30, what="root end")
     assert (await Execution.get(id=run["id"])).status == "TERMINATED"
     await assert_whole(stack, person, run["id"])
+
+
+async def test_a_run_with_more_pending_reviews_than_arguments_stops(stack, new_user):
+    """DEFECT. 33,000 HumanReview nodes waiting for a person, more than asyncpg takes
+    arguments (32,767). The run cannot even pause: RunReviews.take_decided reads
+    `NodeReview.filter(id__in=<every waiting id>)` and fails ("the number of query
+    arguments cannot exceed 32767") on every try, the run staying RUNNING; the stop
+    goes through the same lists (reviews.cancel_pending updates by review ids), so
+    it never ends either."""
+    from app.models import NodeReview
+
+    person = await rich_user(stack, new_user)
+    spec = {
+        "name": "many asks",
+        "nodes": [
+            node("each", "ForEach", items=list(range(33_000))),
+            node("ask", "HumanReview", message="ok?"),
+        ],
+        "links": [link("each", "item", "ask", "data")],
+    }
+    root = await create_graph(stack.gql, person, spec)
+    run = await execute(stack.gql, person, root["id"])
+
+    async def all_asked() -> bool:
+        return await NodeReview.filter(execution_id=run["id"]).count() == 33_000
+
+    await until(all_asked, timeout=1200, what="33,000 reviews asked")
+    await stack.gql.ok(STOP, {"id": run["id"]}, token=person.token)
+    await until(root_ended, run["id"], timeout=120, what="the stop never ended")
+    assert (await Execution.get(id=run["id"])).status == "TERMINATED"
+    await assert_whole(stack, person, run["id"])
