@@ -264,6 +264,19 @@ class EventReader:
         ended = bool(newest) and decode_entry(newest[0][1]).ends(execution_id)
         return StreamPosition(seq=int(seq) if seq else 0, ended=ended)
 
+    async def unended(self, execution_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of these (ended) executions whose stream holds events but not, as
+        its newest, their end: a worker died between writing an end and announcing it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for execution_id in execution_ids:
+                pipe.xrevrange(self.keys.stream(execution_id), "+", "-", count=1)
+            newest = await pipe.execute()
+        return [
+            execution_id
+            for execution_id, entries in zip(execution_ids, newest, strict=True)
+            if entries and not decode_entry(entries[0][1]).ends(execution_id)
+        ]
+
     async def follow(
         self, hub: Hub, execution_id: uuid.UUID, after: int, position: StreamPosition
     ) -> AsyncIterator[Event]:

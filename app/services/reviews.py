@@ -234,17 +234,22 @@ async def requeue_decided_runs(
 
 
 async def cancel_pending(execution_ids: list[uuid.UUID], now: datetime) -> list[NodeReview]:
-    """These executions ended while some of their nodes waited: their reviews are CANCELLED."""
-    pending = await NodeReview.filter(
-        execution_id__in=execution_ids, status=NodeReviewStatus.PENDING
-    )
-    if pending:
-        await NodeReview.filter(
-            id__in=[r.id for r in pending], status=NodeReviewStatus.PENDING
-        ).update(status=NodeReviewStatus.CANCELLED, decided_at=now)
-        for review in pending:
+    """These executions ended while some of their nodes waited: their reviews are
+    CANCELLED, by execution (a run may wait on more nodes than a statement takes
+    arguments), under row locks so a decision landing meanwhile is not undone."""
+
+    async def work(conn) -> list[NodeReview]:
+        pending = NodeReview.filter(
+            execution_id__in=execution_ids, status=NodeReviewStatus.PENDING
+        ).using_db(conn)
+        found = await pending.select_for_update()
+        if found:
+            await pending.update(status=NodeReviewStatus.CANCELLED, decided_at=now)
+        for review in found:
             review.status, review.decided_at = NodeReviewStatus.CANCELLED, now
-    return pending
+        return found
+
+    return await atomic(work)
 
 
 @dataclass

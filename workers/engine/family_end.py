@@ -19,12 +19,13 @@ from collections import Counter, defaultdict
 from typing import Any, Protocol
 
 from app.clock import utcnow
-from app.models import TERMINAL_STATUSES, Execution, ExecutionStatus
+from app.events import EventReader
+from app.models import TERMINAL_STATUSES, Execution, ExecutionStatus, NodeExecution
 from app.services import ledger
 from app.services import reviews as review_service
 from app.services.execution_family import FamilyMember, family_of
 from app.services.execution_outputs import outputs_by_execution
-from app.services.executions import execution_snapshot
+from app.services.executions import execution_snapshot, node_execution_snapshot
 from workers.engine.rows import node_event
 from workers.engine.stats import family_stats
 from workers.engine.store import UNFINISHED, EndedRow, dumps
@@ -54,10 +55,16 @@ async def end_family(run: GraphRun, status: ExecutionStatus, error: str) -> None
     `error`; their unfinished nodes end TERMINATED, each with its event."""
     await run.cancel_tasks()
     family = await family_of(run.execution.id)
+    # Set before the first write: a try that finds it knows an earlier one may
+    # have written ends that it never announced.
+    marker = f"{run.engine.settings.REDIS_PREFIX}exec:{run.execution.id}:ending"
+    earlier_try = bool(await run.engine.redis.get(marker))
+    await _announce_missed_ends(run, family, earlier_try)
     open_members = [m for m in family if m.status not in TERMINAL_STATUSES]
     if not any(m.id == run.execution.id for m in open_members):
         return  # it ended meanwhile (its own end, or another stop)
     open_ids = [m.id for m in open_members]
+    await run.engine.redis.set(marker, b"1", ex=86400)
     now = utcnow()
     kept = await _charge_stopped_nodes(run)
     ended_rows = await run.store.end_unfinished(run.fence, open_ids, UNFINISHED, now, kept)
@@ -67,6 +74,31 @@ async def end_family(run: GraphRun, status: ExecutionStatus, error: str) -> None
     ended_children = await _end_children(run, children, family, status, error, now)
     await _announce(run, open_members, ended_rows, reviews, ended_children)
     await run.finish(status, error)
+
+
+async def _announce_missed_ends(
+    run: GraphRun, family: list[FamilyMember], earlier_try: bool
+) -> None:
+    """What an earlier try of this end wrote but never announced (its worker died
+    between the two): the ends of runs whose stream does not end with them, and,
+    after an earlier try, the nodes it ended in runs still open. Events a client
+    already had come again, unchanged."""
+    ended = [m.id for m in family if m.status in TERMINAL_STATUSES]
+    reader = EventReader(run.engine.redis, run.engine.settings.REDIS_PREFIX)
+    missed = await reader.unended(ended) if ended else []
+    still_open = [m.id for m in family if m.id not in ended] if earlier_try else []
+    if not missed and not still_open:
+        return
+    rows = await NodeExecution.filter(
+        execution_id__in=[*missed, *still_open], status=ExecutionStatus.TERMINATED
+    ).order_by("arrival")
+    ended_rows = [
+        EndedRow(row.execution_id, dumps(node_execution_snapshot(row)).encode(), False)  # type: ignore[attr-defined]
+        for row in rows
+    ]
+    depth = {m.id: len(m.ancestors) for m in family}
+    executions = sorted(await Execution.filter(id__in=missed), key=lambda e: -depth[e.id])
+    await _announce(run, family, ended_rows, [], executions)
 
 
 def _runs_in_memory(run: GraphRun) -> list[GraphRun]:
@@ -137,10 +169,12 @@ async def _announce(
     members: list[FamilyMember],
     ended_rows: list[EndedRow],
     reviews: list,
-    ended_children: list[Execution],
+    ended_runs: list[Execution],
 ) -> None:
-    """Every event of the family's end but the root's own, in one round trip: a
-    run's node and review events go to its stream and its ancestors' streams."""
+    """The events of a family's end in one round trip: each of `ended_runs` gets
+    its node and review events, then its end (the root's end is its own finish's,
+    unless announced late); a run's node and review events go to its stream and
+    its ancestors' streams."""
     bodies: dict[uuid.UUID, list[bytes]] = defaultdict(list)
     for row in ended_rows:
         bodies[row.execution_id].append(node_event(row.execution_id, row.snapshot))
@@ -152,11 +186,11 @@ async def _announce(
     ran = sum(1 for row in ended_rows if row.was_run)
     if ran:
         counts[f"node_runs|{ExecutionStatus.TERMINATED}"] = ran
-    for execution in ended_children:
+    for execution in ended_runs:
         counts[f"executions|{execution.status}"] += 1
     publisher = run.engine.publisher
     async with run.engine.redis.pipeline(transaction=False) as pipe:
-        for execution in ended_children:
+        for execution in ended_runs:
             own = bodies.pop(execution.id, [])
             for stream in streams[execution.id]:
                 await publisher.publish_many(pipe, stream, own)

@@ -31,6 +31,7 @@ from app.models import TERMINAL_STATUSES, Execution, ExecutionStatus
 from app.services import reviews as review_service
 from app.services.execution_outputs import execution_outputs
 from app.services.executions import publish_status
+from app.transactions import finish_even_if_cancelled
 from workers.engine.announce import Announcer
 from workers.engine.charging import Charger
 from workers.engine.context import EngineContext
@@ -128,7 +129,7 @@ class GraphRun:
             # Decided while this run went on: they run now; else the run waits.
             decided = await self.reviews.take_decided()
             if not decided:
-                return await self._pause()
+                return await finish_even_if_cancelled(self._pause())
             await self._set_status(ExecutionStatus.RUNNING)
             self.ready.extend(decided)
         status = ExecutionStatus.FAILED if self.failed else ExecutionStatus.COMPLETED
@@ -278,6 +279,13 @@ class GraphRun:
         self.tasks.clear()
 
     async def finish(self, status: ExecutionStatus, error: str | None) -> ExecutionStatus:
+        """Writes the run's end and announces it, even if cancelled meanwhile (a
+        stop reaching a sub-graph run that is just ending): an end written but
+        never announced leaves its subscribers waiting, and the stop, seeing the
+        run ended, would announce nothing for it."""
+        return await finish_even_if_cancelled(self._end(status, error))
+
+    async def _end(self, status: ExecutionStatus, error: str | None) -> ExecutionStatus:
         self.finishing = True
         execution = self.execution
         now = utcnow()

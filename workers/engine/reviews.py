@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from tortoise.expressions import Subquery
 
 from app.blocks.base import ERROR_PIN, Block, InvalidBlockInput, ReviewDecision
 from app.clock import utcnow
@@ -178,11 +179,14 @@ class RunReviews:
         and SubGraph rows whose child has a decided node to go on with."""
         ready: list[NodeRow] = []
         if self.waiting:
-            for review in await NodeReview.filter(id__in=list(self.waiting)).exclude(
-                status=NodeReviewStatus.PENDING
-            ):
-                if review.status == NodeReviewStatus.CANCELLED:
-                    continue
+            # By execution, not by id list: a run may wait on more nodes than a
+            # statement takes arguments (32,767).
+            decided = NodeReview.filter(execution_id=self.run.execution.id).exclude(
+                status__in=[NodeReviewStatus.PENDING, NodeReviewStatus.CANCELLED]
+            )
+            for review in await decided:
+                if review.id not in self.waiting:
+                    continue  # acted on before
                 self._decided(review)
                 row = self.waiting.pop(review.id)
                 if await self.take(row):
@@ -196,16 +200,14 @@ class RunReviews:
         """Whether some decision under this run's root is still to act on (its node
         still waits): then the waiting SubGraph rows re-run and their children resume
         (a child with nothing decided simply waits again)."""
-        decided = await NodeReview.filter(
+        decided = NodeReview.filter(
             root_execution_id=self.run.fence.root_id,
             status__in=[
                 NodeReviewStatus.APPROVED,
                 NodeReviewStatus.REJECTED,
                 NodeReviewStatus.EXPIRED,
             ],
-        ).values_list("id", flat=True)
-        if not decided:
-            return False
+        ).values("id")
         return await NodeExecution.filter(
-            id__in=list(decided), status=ExecutionStatus.REVIEW
+            id__in=Subquery(decided), status=ExecutionStatus.REVIEW
         ).exists()

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.models import Execution, ExecutionStatus, NodeExecution, NodeReview
+from app.models import CreditTransaction, Execution, ExecutionStatus, NodeExecution, NodeReview
 from app.transactions import atomic
 from workers.engine.ownership import Fence, LostOwnership
 from workers.engine.routing import Routed
@@ -264,6 +264,14 @@ class RunStore:
                         .using_db(conn)
                         .update(output_data=row.output_data, cost=row.cost)
                     )
+                elif row.status == ExecutionStatus.RUNNING:
+                    # Charged while it ran, unknown to this runner (store_postgres.py).
+                    keys = [str(row.id), f"{row.id}:time"]
+                    charged = CreditTransaction.filter(key__in=keys).using_db(conn)
+                    spent = -sum(await charged.values_list("amount", flat=True))
+                    if spent > row.cost:
+                        row.cost = spent
+                        await NodeExecution.filter(id=row.id).using_db(conn).update(cost=spent)
                 row.status, row.ended_at = ExecutionStatus.TERMINATED, now
                 snapshot = orjson.dumps(_snapshot(row), default=str)
                 ended.append(EndedRow(row.execution_id, snapshot, row.queued_at is not None))  # type: ignore[attr-defined]

@@ -32,27 +32,14 @@ from workers.engine.store import (
     dumps,
     execution_end,
 )
-
-_OWNER = "owner AS (SELECT 1 FROM executions WHERE id = $1 AND runner_epoch = $2 FOR KEY SHARE)"
-_OWNED = "EXISTS (SELECT 1 FROM owner)"
-_ROWS = (
-    "jsonb_to_recordset({param}::jsonb) AS r(id uuid, node_id uuid, block_id uuid, "
-    "status text, input_data jsonb, arrival bigint, queued_at timestamptz, "
-    "started_at timestamptz)"
+from workers.engine.store_sql import (
+    CHARGED_WHILE_RUNNING,
+    ENDED,
+    INSERT,
+    OWNED,
+    OWNER,
+    ROWS,
 )
-_INSERT = (
-    "INSERT INTO node_executions (id, execution_id, node_id, block_id, status, input_data, "
-    "output_data, arrival, queued_at, started_at, cost) SELECT r.id, {execution}, r.node_id, "
-    "r.block_id, r.status, r.input_data, '{{}}'::jsonb, r.arrival, r.queued_at, r.started_at, "
-    "0 FROM " + _ROWS
-)
-_SNAPSHOT = (
-    "json_build_object('id', n.id, 'nodeId', n.node_id, 'blockId', n.block_id, "
-    "'status', n.status, 'inputData', n.input_data, 'outputData', n.output_data, "
-    "'queuedAt', n.queued_at, 'startedAt', n.started_at, 'endedAt', n.ended_at, "
-    "'error', n.error)::text"
-)
-_ENDED = f"n.execution_id, n.arrival, n.queued_at IS NOT NULL AS was_run, {_SNAPSHOT} AS snapshot"
 
 
 def _rows_json(rows: list[NodeRow], starts: dict[uuid.UUID, datetime] | None = None) -> str:
@@ -119,9 +106,9 @@ class PostgresRunStore(RunStore):
         self, fence: Fence, execution_id: uuid.UUID, now: datetime, seeds: list[NodeRow]
     ) -> bool:
         row = await _fetchrow(
-            f"WITH {_OWNER}, moved AS (UPDATE executions SET status = 'RUNNING', started_at = $4 "
-            f"WHERE id = $3 AND status = 'QUEUED' AND {_OWNED} RETURNING id), "
-            f"seeded AS ({_INSERT.format(execution='$3', param='$5')} "
+            f"WITH {OWNER}, moved AS (UPDATE executions SET status = 'RUNNING', started_at = $4 "
+            f"WHERE id = $3 AND status = 'QUEUED' AND {OWNED} RETURNING id), "
+            f"seeded AS ({INSERT.format(execution='$3', param='$5')} "
             "WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1) "
             "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
             fence.root_id,
@@ -175,9 +162,9 @@ class PostgresRunStore(RunStore):
 
     async def mark_running(self, fence: Fence, row_id: uuid.UUID, now: datetime) -> bool:
         row = await _fetchrow(
-            f"WITH {_OWNER}, moved AS (UPDATE node_executions SET status = 'RUNNING', "
+            f"WITH {OWNER}, moved AS (UPDATE node_executions SET status = 'RUNNING', "
             "started_at = $4 WHERE id = $3 AND status IN ('QUEUED', 'RUNNING') "
-            f"AND {_OWNED} RETURNING 1) "
+            f"AND {OWNED} RETURNING 1) "
             "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
             fence.root_id,
             fence.epoch,
@@ -200,7 +187,7 @@ class PostgresRunStore(RunStore):
             [row] = ended
             done = (
                 "done AS (UPDATE node_executions SET status = $3, output_data = $4::jsonb, "
-                f"ended_at = $5, error = $6, cost = $7 WHERE id = $8 AND {_OWNED} RETURNING 1)"
+                f"ended_at = $5, error = $6, cost = $7 WHERE id = $8 AND {OWNED} RETURNING 1)"
             )
             args: list[Any] = [
                 fence.root_id,
@@ -218,21 +205,21 @@ class PostgresRunStore(RunStore):
                 "output_data = d.output_data, ended_at = d.ended_at, error = d.error, "
                 "cost = d.cost FROM jsonb_to_recordset($3::jsonb) AS d(id uuid, status text, "
                 "output_data jsonb, ended_at timestamptz, error text, cost int) "
-                f"WHERE n.id = d.id AND {_OWNED} RETURNING 1)"
+                f"WHERE n.id = d.id AND {OWNED} RETURNING 1)"
             )
             args = [fence.root_id, fence.epoch, _ends_json(ended)]
-        parts = [_OWNER, done]
+        parts = [OWNER, done]
         if routed.created:
             args += [execution_id, _rows_json(routed.created, starts)]
-            insert = _INSERT.format(execution=f"${len(args) - 1}", param=f"${len(args)}")
-            parts.append(f"created AS ({insert} WHERE {_OWNED} RETURNING 1)")
+            insert = INSERT.format(execution=f"${len(args) - 1}", param=f"${len(args)}")
+            parts.append(f"created AS ({insert} WHERE {OWNED} RETURNING 1)")
         if routed.updated:
             args.append(_rows_json(list(routed.updated.values()), starts))
-            rows = _ROWS.format(param=f"${len(args)}")
+            rows = ROWS.format(param=f"${len(args)}")
             parts.append(
                 "changed AS (UPDATE node_executions n SET input_data = r.input_data, "
                 "status = r.status, queued_at = r.queued_at, started_at = r.started_at "
-                f"FROM {rows} WHERE n.id = r.id AND {_OWNED} RETURNING 1)"
+                f"FROM {rows} WHERE n.id = r.id AND {OWNED} RETURNING 1)"
             )
         # Rows queued before this write start as mark_running would: only if still to run.
         waited = {row_id: at for row_id, at in starts.items() if not routed.holds_id(row_id)}
@@ -241,7 +228,7 @@ class PostgresRunStore(RunStore):
             parts.append(
                 "began AS (UPDATE node_executions n SET status = 'RUNNING', started_at = s.at "
                 f"FROM jsonb_to_recordset(${len(args)}::jsonb) AS s(id uuid, at timestamptz) "
-                f"WHERE n.id = s.id AND n.status IN ('QUEUED', 'RUNNING') AND {_OWNED} "
+                f"WHERE n.id = s.id AND n.status IN ('QUEUED', 'RUNNING') AND {OWNED} "
                 "RETURNING n.id)"
             )
         sql = (
@@ -276,17 +263,18 @@ class PostgresRunStore(RunStore):
         # The few rows a stop cancelled keep what they yielded and were charged; the
         # rest end by execution id in the same statement (disjoint rows).
         rows = await _fetch(
-            f"WITH {_OWNER}, kept AS (SELECT * FROM jsonb_to_recordset($6::jsonb) "
+            f"WITH {OWNER}, kept AS (SELECT * FROM jsonb_to_recordset($6::jsonb) "
             "AS k(id uuid, output_data jsonb, cost int)), "
             "stopped AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4, "
             "output_data = k.output_data, cost = k.cost FROM kept k "
             "WHERE n.id = k.id AND n.execution_id = ANY($3::uuid[]) "
-            f"AND n.status = ANY($5::text[]) AND {_OWNED} "
-            f"RETURNING {_ENDED}), "
-            "rest AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4 "
+            f"AND n.status = ANY($5::text[]) AND {OWNED} "
+            f"RETURNING {ENDED}), "
+            "rest AS (UPDATE node_executions n SET status = 'TERMINATED', ended_at = $4, "
+            f"cost = {CHARGED_WHILE_RUNNING} "
             "WHERE n.execution_id = ANY($3::uuid[]) AND n.status = ANY($5::text[]) "
-            f"AND n.id NOT IN (SELECT id FROM kept) AND {_OWNED} "
-            f"RETURNING {_ENDED}) "
+            f"AND n.id NOT IN (SELECT id FROM kept) AND {OWNED} "
+            f"RETURNING {ENDED}) "
             "SELECT * FROM stopped UNION ALL SELECT * FROM rest",
             fence.root_id,
             fence.epoch,
@@ -310,12 +298,12 @@ class PostgresRunStore(RunStore):
     async def end_executions(self, fence: Fence, executions: list[Any]) -> None:
         ends = dumps([execution_end(execution) for execution in executions])
         row = await _fetchrow(
-            f"WITH {_OWNER}, ends AS (SELECT * FROM jsonb_to_recordset($3::jsonb) AS r("
+            f"WITH {OWNER}, ends AS (SELECT * FROM jsonb_to_recordset($3::jsonb) AS r("
             "id uuid, status text, started_at timestamptz, ended_at timestamptz, error text, "
             "stats jsonb, outputs jsonb)), "
             "done AS (UPDATE executions e SET status = r.status, started_at = r.started_at, "
             "ended_at = r.ended_at, error = r.error, stats = r.stats, outputs = r.outputs "
-            f"FROM ends r WHERE e.id = r.id AND {_OWNED} RETURNING 1) "
+            f"FROM ends r WHERE e.id = r.id AND {OWNED} RETURNING 1) "
             "SELECT (SELECT count(*) FROM owner) AS owned",
             fence.root_id,
             fence.epoch,
@@ -330,8 +318,8 @@ class PostgresRunStore(RunStore):
             cast = "::jsonb" if name in ("stats", "outputs") else ""
             columns.append(f"{name} = ${len(args)}{cast}")
         row = await _fetchrow(
-            f"WITH {_OWNER}, done AS (UPDATE executions SET {', '.join(columns)} "
-            f"WHERE id = $3 AND {_OWNED} RETURNING 1) "
+            f"WITH {OWNER}, done AS (UPDATE executions SET {', '.join(columns)} "
+            f"WHERE id = $3 AND {OWNED} RETURNING 1) "
             "SELECT (SELECT count(*) FROM owner) AS owned",
             *args,
         )
@@ -339,8 +327,8 @@ class PostgresRunStore(RunStore):
 
     async def await_review(self, fence: Fence, review: Any) -> bool:
         row = await _fetchrow(
-            f"WITH {_OWNER}, moved AS (UPDATE node_executions SET status = 'REVIEW' "
-            f"WHERE id = $3 AND status IN ('QUEUED', 'RUNNING') AND {_OWNED} RETURNING 1), "
+            f"WITH {OWNER}, moved AS (UPDATE node_executions SET status = 'REVIEW' "
+            f"WHERE id = $3 AND status IN ('QUEUED', 'RUNNING') AND {OWNED} RETURNING 1), "
             "made AS (INSERT INTO node_reviews (id, user_id, execution_id, root_execution_id, "
             "graph_id, graph_version, node_id, block_id, kind, status, data, message, "
             "created_at, expires_at) SELECT $3, $4, $5, $1, $6, $7, $8, $9, $10, 'PENDING', "
@@ -369,8 +357,8 @@ class PostgresRunStore(RunStore):
         self, fence: Fence, row_id: uuid.UUID, input_data: dict[str, Any]
     ) -> bool:
         row = await _fetchrow(
-            f"WITH {_OWNER}, moved AS (UPDATE node_executions SET status = 'QUEUED', "
-            f"input_data = $4::jsonb WHERE id = $3 AND status = 'REVIEW' AND {_OWNED} "
+            f"WITH {OWNER}, moved AS (UPDATE node_executions SET status = 'QUEUED', "
+            f"input_data = $4::jsonb WHERE id = $3 AND status = 'REVIEW' AND {OWNED} "
             "RETURNING 1) "
             "SELECT (SELECT count(*) FROM owner) AS owned, (SELECT count(*) FROM moved) AS moved",
             fence.root_id,
