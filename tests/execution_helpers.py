@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 
@@ -114,3 +116,31 @@ def metric_values(text: str, name: str) -> dict[str, float]:
         if base == name:
             values[labels.rstrip("}")] = float(value)
     return values
+
+
+@asynccontextmanager
+async def stack_with_worker(env: dict[str, str], name: str) -> AsyncIterator[OwnStack]:
+    """An OwnStack with one worker (`worker_process`, which a test may replace)."""
+    own = OwnStack(env, name)
+    await own.start()
+    worker = own.worker()
+    await worker.start()
+    own.worker_process = worker
+    try:
+        yield own
+    finally:
+        await own.worker_process.stop()
+        await own.stop()
+
+
+async def granted_user(stack: OwnStack, new_user, credits: int):
+    """A user the API has seen once, granted `credits`."""
+    from app.models import CreditTransactionType
+    from app.services import ledger
+
+    person = new_user()
+    await stack.gql.ok("{ me { id } }", token=person.token)
+    await ledger.record_transaction(
+        person.id, credits, CreditTransactionType.GRANT, f"grant:{person.id}"
+    )
+    return person

@@ -19,7 +19,13 @@ from app.events import EventReader
 from app.models import CreditTransaction, CreditTransactionType, Execution, NodeExecution
 from app.services import ledger
 from tests.conftest import TEST_ENV
-from tests.execution_helpers import GET_EXECUTION, OwnStack, execute, wait_for_end
+from tests.execution_helpers import (
+    GET_EXECUTION,
+    OwnStack,
+    execute,
+    stack_with_worker,
+    wait_for_end,
+)
 from tests.graph_builders import UPDATE, create_graph, link, node, node_ids
 
 MAX_NODE_RUNS = 50
@@ -38,16 +44,8 @@ async def stack(database) -> AsyncIterator[OwnStack]:
         # Rewards for running agents would top balances up mid-test.
         "ONBOARDING_REWARDS": "{}",
     }
-    own = OwnStack(env, "bounds")
-    await own.start()
-    worker = own.worker()
-    await worker.start()
-    own.worker_process = worker
-    try:
+    async with stack_with_worker(env, "bounds") as own:
         yield own
-    finally:
-        await worker.stop()
-        await own.stop()
 
 
 async def stream_events(stack: OwnStack, execution_id: str) -> list:

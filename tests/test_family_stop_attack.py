@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.events import EventReader
-from app.models import CreditTransaction, CreditTransactionType, Execution, NodeExecution
+from app.models import CreditTransaction, Execution, NodeExecution
 from app.services import ledger
 from app.services.execution_family import family_of
 from tests.conftest import TEST_ENV
-from tests.execution_helpers import OwnStack, execute
+from tests.execution_helpers import OwnStack, execute, granted_user, stack_with_worker
 from tests.graph_builders import create_graph, link, node
 
 STOP = "mutation($id: ID!) { stopExecution(id: $id) { id status } }"
@@ -37,25 +37,12 @@ TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 
 @pytest.fixture(scope="module")
 async def stack(database) -> AsyncIterator[OwnStack]:
-    own = OwnStack(TEST_ENV, "famstop")
-    await own.start()
-    worker = own.worker()
-    await worker.start()
-    own.worker_process = worker
-    try:
+    async with stack_with_worker(TEST_ENV, "famstop") as own:
         yield own
-    finally:
-        await own.worker_process.stop()
-        await own.stop()
 
 
 async def rich_user(stack: OwnStack, new_user, credits: int = 1_000_000):
-    person = new_user()
-    await stack.gql.ok("{ me { id } }", token=person.token)
-    await ledger.record_transaction(
-        person.id, credits, CreditTransactionType.GRANT, f"grant:{person.id}"
-    )
-    return person
+    return await granted_user(stack, new_user, credits)
 
 
 async def until(predicate, *args, timeout: float = 120.0, what: str = "") -> None:

@@ -29,6 +29,7 @@ from tests.conftest import TEST_ENV
 from tests.execution_helpers import (
     OwnStack,
     execute,
+    stack_with_worker,
     wait_for_end,
     wait_for_status,
 )
@@ -95,16 +96,8 @@ ENV = {**TEST_ENV, "ALLOW_PRIVATE_HTTP": "true", "ONBOARDING_REWARDS": "{}"}
 
 @pytest.fixture(scope="module")
 async def stack(database) -> AsyncIterator[OwnStack]:
-    own = OwnStack(ENV, "review")
-    await own.start()
-    worker = own.worker()
-    await worker.start()
-    own.worker_process = worker
-    try:
+    async with stack_with_worker(ENV, "review") as own:
         yield own
-    finally:
-        await worker.stop()
-        await own.stop()
 
 
 def fetch_graph(server: ThreadingHTTPServer, path: str) -> dict:

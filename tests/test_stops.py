@@ -12,11 +12,18 @@ import pytest
 from tortoise import connections
 
 from app.events import EventReader
-from app.models import CreditTransactionType, Execution, NodeExecution
+from app.models import Execution, NodeExecution
 from app.services import ledger
 from app.services.execution_family import family_of
 from tests.conftest import TEST_ENV
-from tests.execution_helpers import OwnStack, execute, wait_for_end, wait_for_status
+from tests.execution_helpers import (
+    OwnStack,
+    execute,
+    granted_user,
+    stack_with_worker,
+    wait_for_end,
+    wait_for_status,
+)
 from tests.graph_builders import create_graph, link, node, node_ids
 
 STOP = "mutation($id: ID!) { stopExecution(id: $id) { id status } }"
@@ -24,25 +31,12 @@ STOP = "mutation($id: ID!) { stopExecution(id: $id) { id status } }"
 
 @pytest.fixture(scope="module")
 async def stack(database) -> AsyncIterator[OwnStack]:
-    own = OwnStack(TEST_ENV, "stops")
-    await own.start()
-    worker = own.worker()
-    await worker.start()
-    own.worker_process = worker
-    try:
+    async with stack_with_worker(TEST_ENV, "stops") as own:
         yield own
-    finally:
-        await worker.stop()
-        await own.stop()
 
 
 async def rich_user(stack: OwnStack, new_user, credits: int = 100_000):
-    person = new_user()
-    await stack.gql.ok("{ me { id } }", token=person.token)
-    await ledger.record_transaction(
-        person.id, credits, CreditTransactionType.GRANT, f"grant:{person.id}"
-    )
-    return person
+    return await granted_user(stack, new_user, credits)
 
 
 async def idle_in_transaction() -> int:
