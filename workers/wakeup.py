@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 
 from arq.connections import create_pool, log_redis_info
 from arq.worker import Worker
@@ -59,12 +60,31 @@ class WakeableWorker(Worker):
                 # Cleared before the poll: a wake-up during it means poll again.
                 self.woken.clear()
                 await self._poll_iteration()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that lands as the wait ends (a wake-up just as the
+                # worker stops), and the worker then never stopped.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.woken.wait(), self.poll_delay_s)
+                    async with asyncio.timeout(self.poll_delay_s):
+                        await self.woken.wait()
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def close(self) -> None:
+        # arq 0.28's Worker.close, gathering its job tasks with return_exceptions: a
+        # job the shutdown cancelled before its first step re-raised CancelledError
+        # there, so the worker exited 1 without its on_shutdown (lanes never stopped).
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
     async def _listen(self) -> None:
         channel = worker_wakeup_channel(self.queue_name)

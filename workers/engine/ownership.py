@@ -147,7 +147,8 @@ class PostgresRunnerLocks(RunnerLocks):
                 async with self._io:
                     if self._connection is None or self._connection.is_closed():
                         break
-                    await asyncio.wait_for(self._connection.fetchval("SELECT 1"), HEARTBEAT_SECONDS)
+                    async with asyncio.timeout(HEARTBEAT_SECONDS):  # not wait_for (wakeup.py)
+                        await self._connection.fetchval("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception:

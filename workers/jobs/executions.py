@@ -212,5 +212,6 @@ async def _cancel_when_stopped(
                 return
             break
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.fence.lost.wait(), STOP_POLL_SECONDS)
+            async with asyncio.timeout(STOP_POLL_SECONDS):  # not wait_for (wakeup.py)
+                await run.fence.lost.wait()
     run_task.cancel()
