@@ -6,15 +6,17 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 from tortoise import Tortoise
 
 from app.graphql_view import GraphQLView
-from app.middleware import BodySizeLimit, RequestContext, RequestTimer
+from app.middleware import BodySizeLimit, RequestContext, RequestTimer, start_request_log
 from app.rest.files import upload_file
 from app.rest.health import health, metrics
 from app.rest.stripe_webhook import stripe_webhook
@@ -23,6 +25,7 @@ from app.runtime import start_services
 from app.settings import Settings, get_settings, tortoise_config
 
 STATIC_DIR = Path(__file__).parent / "static"
+GRAPHQL_PATH = "/graphql"
 
 # What a browser page on an allowed origin may send and read (every route).
 CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-API-Key", "Accept", "X-Request-ID"]
@@ -40,6 +43,24 @@ def settle_garbage_collector(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(settings.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
+class AgentGraphApp(Starlette):
+    """Starlette, except that a websocket to /graphql goes straight to the GraphQL
+    view. Every middleware and the router pass websockets through untouched, yet
+    each layer's coroutine would stay suspended for as long as the socket is
+    open: ~3.5 KiB a live subscriber (issue 14). The view does its own sign-in,
+    origin check and limits; the socket's request id is started here."""
+
+    graphql_view: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == GRAPHQL_PATH:
+            scope["app"] = self
+            start_request_log(scope)
+            await self.graphql_view(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -62,8 +83,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     view = GraphQLView(settings)
     routes = [
-        Route("/graphql", view, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", view),
+        Route(GRAPHQL_PATH, view, methods=["GET", "POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/api/files", upload_file, methods=["POST"]),
@@ -72,7 +92,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     if settings.GRAPHQL_EXPLORER:
         routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False)))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = AgentGraphApp(routes=routes, lifespan=lifespan)
+    app.graphql_view = view
     app.add_middleware(BodySizeLimit, max_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RequestTimer)
     app.add_middleware(RequestContext)

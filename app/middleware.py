@@ -86,9 +86,7 @@ class RequestContext:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else log_context.new_request_id()
-        log_context.start(request_id=request_id)
+        request_id = start_request_log(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -99,6 +97,15 @@ class RequestContext:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def start_request_log(scope: Scope) -> str:
+    """Starts the log context of a request or websocket under its request id
+    (the client's `X-Request-ID` when it is sane, else a new one)."""
+    given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    request_id = given if _SANE_REQUEST_ID.fullmatch(given) else log_context.new_request_id()
+    log_context.start(request_id=request_id)
+    return request_id
 
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -244,7 +244,7 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
         # Per-event executors: the key their result is shared under, if any.
         self.shared_key: tuple | None = None
         # The subscription's variables as a key (made once), or False: not shareable.
-        self._variables_key: bytes | bool | None = None
+        self._variables_key: str | bool | None = None
 
     def build_per_event_executor(self, payload: Any):
         key = self._shared_key(payload)
@@ -280,9 +280,11 @@ class AgentGraphExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
         if self._variables_key is None:
             try:
+                # As text: orjson's bytes keep its 4 KiB write buffer, which a
+                # subscription would hold for as long as it is open.
                 self._variables_key = orjson.dumps(
                     self.variable_values.coerced, option=orjson.OPT_SORT_KEYS
-                )
+                ).decode()
             except (TypeError, orjson.JSONEncodeError):
                 self._variables_key = False  # a value not plainly comparable: not shared
         if self._variables_key is False:

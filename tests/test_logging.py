@@ -10,7 +10,7 @@ import httpx
 from tests.conftest import TEST_ENV
 from tests.execution_helpers import execute, wait_for_end
 from tests.graph_builders import create_graph
-from tests.harness import ApiServer
+from tests.harness import ApiServer, graphql_ws
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -44,6 +44,25 @@ async def test_api_log_lines_are_json_with_request_and_user_ids(database, new_us
     assert mine, lines[-5:]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any(line.get("user_id") == str(person.id) for line in mine)
+
+
+async def test_websocket_log_lines_carry_its_request_id(database, new_user):
+    """Websockets to /graphql skip the HTTP middleware (app/main.py); their
+    log lines still carry the socket's request id and its user."""
+    server = ApiServer(TEST_ENV, {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"})
+    await server.start()
+    person = new_user()
+    try:
+        auth = {"Authorization": f"Bearer {person.token}"}
+        async with graphql_ws(server.ws_url, auth, headers={"X-Request-ID": "ws-7"}) as ws:
+            messages = await ws.request("{ me { id } }")
+        assert messages[0]["payload"] == {"data": {"me": {"id": str(person.id)}}}
+        await asyncio.sleep(0.2)
+        lines = _json_lines(server.log_path.read_text())
+    finally:
+        await server.stop()
+    mine = [line for line in lines if line.get("request_id") == "ws-7"]
+    assert mine, lines[-5:]
 
 
 async def test_worker_log_lines_carry_the_execution_id(gql, user, worker):

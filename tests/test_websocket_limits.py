@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import websockets
 
 from tests.conftest import TEST_ENV
@@ -59,6 +60,20 @@ async def test_a_websocket_message_over_one_mebibyte_closes_the_socket(api, user
             raise AssertionError(f"expected a close, got {str(message)[:200]}")
     except websockets.ConnectionClosed as closed:
         assert closed.rcvd is not None and closed.rcvd.code == 1009  # message too big
+
+
+async def test_websockets_are_served_on_graphql_only(api, user):
+    """/graphql's websockets go straight to the GraphQL view (app/main.py);
+    any other path is still refused by the router."""
+    auth = {"Authorization": f"Bearer {user.token}"}
+    for path in ("/graphql/", "/health", "/api/files", "/nowhere"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with graphql_ws(api.ws_url.replace("/graphql", path), auth):
+                pass
+        assert refused.value.response.status_code == 403, path
+    async with graphql_ws(api.ws_url, auth) as ws:
+        messages = await ws.request("{ me { id } }")
+    assert messages[0]["payload"] == {"data": {"me": {"id": str(user.id)}}}
 
 
 async def _until_two_connections_fit(server: ApiServer, auth: dict, timeout: float = 30.0) -> None:
