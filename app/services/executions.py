@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from arq import ArqRedis
 
 from app.blocks.registry import get_block
@@ -232,13 +233,28 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
+def status_event(execution: Execution) -> dict[str, Any]:
+    """The event that announces an execution's status: its snapshot."""
+    return {"kind": "execution", "execution": execution_snapshot(execution)}
+
+
 async def publish_status(publisher: EventPublisher, execution: Execution) -> int:
-    terminal = execution.status in TERMINAL_STATUSES
     return await publisher.publish(
         execution.id,
-        {"kind": "execution", "execution": execution_snapshot(execution)},
+        status_event(execution),
         graph_id=execution.graph_id,
-        terminal=terminal,
+        terminal=execution.status in TERMINAL_STATUSES,
+    )
+
+
+async def publish_status_on(publisher: EventPublisher, pipeline: Any, execution: Execution) -> None:
+    """publish_status, queued on a Redis pipeline the caller executes."""
+    await publisher.publish_on(
+        pipeline,
+        execution.id,
+        orjson.dumps(status_event(execution), default=str),
+        graph_id=execution.graph_id,
+        terminal=execution.status in TERMINAL_STATUSES,
     )
 
 

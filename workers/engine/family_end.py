@@ -25,7 +25,7 @@ from app.services import ledger
 from app.services import reviews as review_service
 from app.services.execution_family import FamilyMember, family_of
 from app.services.execution_outputs import outputs_by_execution
-from app.services.executions import execution_snapshot, node_execution_snapshot
+from app.services.executions import node_execution_snapshot, publish_status_on
 from workers.engine.rows import node_event
 from workers.engine.stats import family_stats
 from workers.engine.store import UNFINISHED, EndedRow, dumps
@@ -194,14 +194,7 @@ async def _announce(
             own = bodies.pop(execution.id, [])
             for stream in streams[execution.id]:
                 await publisher.publish_many(pipe, stream, own)
-            snapshot = {"kind": "execution", "execution": execution_snapshot(execution)}
-            await publisher.publish_on(
-                pipe,
-                execution.id,
-                dumps(snapshot).encode(),
-                graph_id=execution.graph_id,
-                terminal=True,
-            )
+            await publish_status_on(publisher, pipe, execution)  # ended: terminal
         for execution_id, left in bodies.items():  # the root's own nodes
             for stream in streams[execution_id]:
                 await publisher.publish_many(pipe, stream, left)
