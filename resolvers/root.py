@@ -31,13 +31,13 @@ from resolvers.subscriptions import Subscription as ExecutionSubscription
 from resolvers.triggers import TriggerMutations
 from resolvers.users import UserMutations, UserQueries
 from schema.executor import AgentGraphExecutor, mark_plain_leaves
-from schema.extensions import OneHookRunner
+from schema.extension_runner import LeanExtensionsRunner
 from schema.request_gate import DocumentGate, RequestGate
 
 
 class AgentGraphSchema(strawberry.Schema):
-    def create_extensions_runner(self, execution_context, extensions) -> OneHookRunner:
-        return OneHookRunner(execution_context=execution_context, extensions=extensions)
+    def create_extensions_runner(self, execution_context, extensions) -> LeanExtensionsRunner:
+        return LeanExtensionsRunner(execution_context=execution_context, extensions=extensions)
 
     def process_errors(self, errors, execution_context=None) -> None:
         # The ErrorCodes extension logs what deserves a log line (masked

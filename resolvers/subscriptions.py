@@ -134,6 +134,7 @@ class Subscription:
         user_id = await info.context.user_id()
         services = info.context.services
         key = services.events.keys.graph_stream(await _readable_graph_id(user_id, graph_id))
+        own_runs = str(user_id)  # compared with every event's userId
         async with services.hub.subscribe(key, None) as sub:
             while True:
                 try:
@@ -142,6 +143,6 @@ class Subscription:
                     raise _overflow() from None
                 snapshot = event.data["execution"]
                 # A store agent's graph runs for many users: each sees only their own runs.
-                if snapshot.get("userId") != str(user_id):
+                if snapshot.get("userId") != own_runs:
                     continue
                 yield _status_event(event)

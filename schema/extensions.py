@@ -18,8 +18,6 @@ from typing import Any
 from graphql import GraphQLError
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
-from strawberry.extensions.context import OperationContextManager, StreamResultContextManager
-from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from app.errors import AppError, ErrorCode
@@ -131,30 +129,3 @@ class ErrorCodes(SchemaExtension):
     def _present_result(self, result: Any) -> None:
         if result is not None and getattr(result, "errors", None):
             result.errors = present_errors(result.errors, self.hide_suggestions)
-
-
-class OneHookRunner(SchemaExtensionsRunner):
-    """strawberry's runner, with two savings for live subscribers (issue 14):
-
-    - an operation with a single `on_operation` hook enters that hook's context
-      manager directly: strawberry wraps even one hook in an AsyncExitStack, and
-      a subscription holds its operation context for as long as it is open
-      (~0.9 KiB of each live subscriber);
-    - an operation's stream results share one `on_stream_result` manager, its
-      hooks looked up once, not once per event per subscriber (6.6 -> 4.5 µs a
-      delivery). Results of one operation pass it one at a time: strawberry
-      yields each inside it and leaves it before taking the next."""
-
-    _stream_result: StreamResultContextManager | None = None
-
-    def on_stream_result(self, result: Any) -> StreamResultContextManager:
-        if self._stream_result is None:
-            self._stream_result = StreamResultContextManager(self.extensions, result)
-        self._stream_result.result = result
-        return self._stream_result
-
-    def operation(self) -> Any:
-        manager = OperationContextManager(self.extensions)
-        if len(manager.hooks) == 1 and manager.hooks[0].is_async:
-            return manager.hooks[0].hook()
-        return manager
