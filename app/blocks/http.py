@@ -14,13 +14,14 @@ import asyncio
 import codecs
 import ipaddress
 import json
+import re
 import socket
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.blocks.base import (
     Block,
@@ -48,6 +49,9 @@ HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Headers describing a body, dropped when a redirect turns the request into a GET.
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+# RFC 9110: a field name is a token; a value visible ASCII, spaces and tabs.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 def _is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -203,6 +207,22 @@ class HttpRequest(Block):
         headers: dict[str, str] = Field(
             default_factory=dict, description="Request headers, name -> value."
         )
+
+        @field_validator("headers")
+        @classmethod
+        def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+            """HTTP allows token names and visible ASCII values; anything else
+            (a non-ASCII value, a line break, a space in a name) would fail
+            deep in the HTTP client with an unclear error."""
+            for name, value in headers.items():
+                if not _HEADER_NAME.fullmatch(name):
+                    raise ValueError(f"header name {name[:100]!r} is not an HTTP token")
+                if not _HEADER_VALUE.fullmatch(value):
+                    raise ValueError(
+                        f"header {name!r}: its value must be printable ASCII (no line breaks)"
+                    )
+            return headers
+
         body: Any = Field(
             default=None,
             description="The request body: objects and lists are sent as JSON, strings as text.",

@@ -246,7 +246,17 @@ async def test_connection_failure_is_a_block_error() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"method": "TRACE"}, {"timeout_seconds": 0}, {"timeout_seconds": 121}, {"headers": "x"}],
+    [
+        {"method": "TRACE"},
+        {"timeout_seconds": 0},
+        {"timeout_seconds": 121},
+        {"headers": "x"},
+        {"headers": {"X-Name": "café"}},
+        {"headers": {"X-Name": "a\r\nInjected: 1"}},
+        {"headers": {"Bad Name": "x"}},
+        {"headers": {"": "x"}},
+        {"headers": {"X-Name:": "x"}},
+    ],
 )
 def test_input_validation(bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidBlockInput):
