@@ -19,7 +19,9 @@ import contextlib
 import uuid
 from collections import Counter
 
+from starlette.websockets import WebSocketDisconnected as SocketClosed
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -28,6 +30,7 @@ from strawberry.types.unset import UnsetType
 
 from app.errors import ErrorCode
 from app.websocket_auth import FORBIDDEN
+from app.websocket_messages import INVALID_MESSAGE, legacy_ws_problem, transport_ws_problem
 
 INIT_TIMEOUT = 4408
 
@@ -83,6 +86,13 @@ class _SignedInSocket:
 
 
 class LimitedTransportWSHandler(_SignedInSocket, BaseGraphQLTransportWSHandler):
+    async def handle_message(self, message) -> None:
+        problem = transport_ws_problem(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)  # 4400
+            return
+        await super().handle_message(message)
+
     async def handle_connection_init(self, message) -> None:
         try:
             await super().handle_connection_init(message)
@@ -124,6 +134,21 @@ class LimitedTransportWSHandler(_SignedInSocket, BaseGraphQLTransportWSHandler):
 
 
 class LimitedLegacyWSHandler(_SignedInSocket, BaseGraphQLWSHandler):
+    async def handle_message(self, message) -> None:
+        problem = legacy_ws_problem(message)
+        if problem is not None:
+            await self.websocket.close(code=INVALID_MESSAGE, reason=problem)
+            return
+        await super().handle_message(message)
+
+    async def handle_async_results(self, *args, **kwargs) -> None:
+        # The client may leave while its operation's last message is sent
+        # (strawberry's exception, or Starlette's once the socket is closed): the
+        # operation's task then ends with nothing to report, not with a
+        # traceback no one reads ("Task exception was never retrieved").
+        with contextlib.suppress(WebSocketDisconnected, SocketClosed):
+            await super().handle_async_results(*args, **kwargs)
+
     async def handle(self) -> None:
         # strawberry gives legacy graphql-ws no connection_init deadline.
         deadline = asyncio.create_task(self._close_unless_initialised())
