@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     MAX_RUNNING_EXECUTIONS_PER_USER: int = Field(default=25, ge=1)
     # Top-level runs one worker process runs at a time (its run queue's arq max_jobs).
     WORKER_MAX_RUNS: int = Field(default=10, ge=1)
+    # Tries of a run's job (workers/jobs/executions.py): a worker that died with the
+    # run, or an error outside any block, costs one; the last ends the run FAILED.
+    RUN_MAX_TRIES: int = Field(default=50, ge=2)
     # Human review: a node waiting for a person longer than this is rejected (expired).
     REVIEW_TIMEOUT_HOURS: float = Field(default=72, gt=0)
     # Characters of JSON one node run may yield (its outputs together); past it the

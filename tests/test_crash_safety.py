@@ -181,6 +181,40 @@ async def test_worker_stopped_mid_run_hands_the_run_to_another(stack, user):
     await crash_and_resume(stack, user, shut_down, second_waits=True)
 
 
+async def test_a_run_that_keeps_killing_its_worker_ends_failed(stack, user):
+    """Every try costs one of RUN_MAX_TRIES (2 here); a run whose worker died on
+    each earlier try ends FAILED on its last, unrun, instead of staying RUNNING
+    once arq refuses it another try, and its slot serves the next run."""
+    gql = stack.gql
+    graph = await create_graph(gql, user, CHAIN)
+    ids = node_ids(CHAIN, graph)
+    env = {**stack.extra_env, "RUN_MAX_TRIES": "2"}
+    first = WorkerProcess(stack.env, extra_env=env)
+    second = WorkerProcess(stack.env, extra_env=env)
+    await first.start()
+    try:
+        started = await execute(gql, user, graph["id"], {"text": "again"})
+        await wait_for_node(gql, user, started["id"], ids["long"], {"RUNNING"})
+        first.kill()
+        await second.start()
+        done = await wait_for_end(gql, user, started["id"], timeout=40)
+        later = await execute(gql, user, graph["id"], {"text": "next"})
+        after = await wait_for_end(gql, user, later["id"], timeout=40)
+    finally:
+        first.kill()
+        await second.stop()
+    assert done["status"] == "FAILED", done
+    assert done["stats"]["error"] == (
+        "Internal error: the run was given up after 1 tries, each ended by its worker "
+        "dying or an error"
+    )
+    by_node = {n["nodeId"]: n for n in done["nodeExecutions"]}
+    assert by_node[ids["long"]]["status"] == "TERMINATED"
+    assert ids["w3"] not in by_node
+    assert "its last try; it ends FAILED without running" in second.log()
+    assert after["status"] == "COMPLETED", after
+
+
 async def test_stop_after_the_worker_died_ends_the_run(stack, user):
     """Stopping a run whose worker died: the next worker ends it TERMINATED
     instead of resuming it."""

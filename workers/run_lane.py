@@ -12,24 +12,30 @@ from __future__ import annotations
 from arq import func
 
 from app.clients.redis import arq_run_health_check_key, arq_run_queue_name
+from app.settings import Settings
 from workers.engine.context import EngineContext
-from workers.jobs.executions import RUN_MAX_TRIES, run_execution
+from workers.jobs.executions import run_execution
 from workers.lanes import Lane, LaneSpec, start_lane
 from workers.lease import leased
 
 
-def run_function():
+def run_function(settings: Settings):
     # Long runs are fine: liveness comes from the job's lease, not a timeout. The
     # result is kept so a run's end can be awaited; a run owed a slot later gets a
     # new job all the same (RunSlots.enqueue).
-    return func(leased(run_execution), timeout=24 * 3600, max_tries=RUN_MAX_TRIES, keep_result=3600)
+    return func(
+        leased(run_execution),
+        timeout=24 * 3600,
+        max_tries=settings.RUN_MAX_TRIES,
+        keep_result=3600,
+    )
 
 
 def start_run_lane(engine: EngineContext) -> Lane:
     settings = engine.settings
     spec = LaneSpec(
         name="run lane",
-        functions=[run_function()],
+        functions=[run_function(settings)],
         queue_name=arq_run_queue_name(settings),
         health_check_key=arq_run_health_check_key(settings),
         ctx={"settings": settings, "engine": engine},

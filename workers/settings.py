@@ -83,7 +83,7 @@ def worker_settings() -> type:
         functions = [
             # Runs have a queue of their own (workers/run_lane.py); here for jobs queued
             # by processes from before it.
-            run_function(),
+            run_function(settings),
             # keep_result=0: a later drop below the threshold can ask again.
             func(leased(auto_top_up), timeout=120, keep_result=0),
             func(leased(prune_processed_stripe_events)),

@@ -34,14 +34,19 @@ log = logging.getLogger(__name__)
 # A run holds its job on a short lease (workers/lease.py): if the worker dies,
 # another worker picks the job up within LEASE_SECONDS and resumes the execution.
 # An error outside any block (the database or Redis failing a write) does not end
-# the run: the job runs again later and resumes, like after a crash. Both share
-# arq's try budget, which must match max_tries of run_execution in workers/settings.py;
-# the last try ends the execution FAILED rather than leave it RUNNING.
-RUN_MAX_TRIES = 50
+# the run: the job runs again later and resumes, like after a crash. Both spend
+# the job's RUN_MAX_TRIES tries (the run lane's arq max_tries); the last try ends
+# the execution FAILED without running it: a run that kills its worker (out of
+# memory, say) would be killed on its last try too, and once arq refused it
+# another it would stay RUNNING for good, holding one of its user's slots.
 RETRY_MAX_SECONDS = 30
 # How often a run checks whether stopExecution asked it to stop (§7: within 2 s).
 STOP_POLL_SECONDS = 0.25
 INTERNAL_ERROR = "Internal error: the run could not go on"
+OUT_OF_TRIES = (
+    "Internal error: the run was given up after {} tries, each ended by its worker dying "
+    "or an error"
+)
 
 
 async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
@@ -118,6 +123,11 @@ async def _run_owned(ctx: dict[str, Any], engine: EngineContext, fence: Fence) -
     try:
         run = await _new_run(engine, fence)
         log_context.bind(user_id=run.execution.user_id)  # type: ignore[attr-defined]
+        tries = engine.settings.RUN_MAX_TRIES
+        if ctx.get("job_try", 1) >= tries:
+            log.error("execution %s: its last try; it ends FAILED without running", execution_id)
+            await run.terminate(ExecutionStatus.FAILED, OUT_OF_TRIES.format(tries - 1))
+            return str(ExecutionStatus.FAILED)
         return await _run(engine, run)
     except (LostOwnership, Retry):
         raise
@@ -129,7 +139,8 @@ async def _run_owned(ctx: dict[str, Any], engine: EngineContext, fence: Fence) -
         return str(ExecutionStatus.FAILED)
     except Exception:
         job_try = ctx.get("job_try", 1)
-        if job_try >= RUN_MAX_TRIES:
+        if job_try >= engine.settings.RUN_MAX_TRIES:
+            # Even ending it unrun failed (above): one more go, then arq gives up.
             log.exception("execution %s failed on its last try; it ends FAILED", execution_id)
             ending = run or await _new_run(engine, fence)
             await ending.terminate(ExecutionStatus.FAILED, INTERNAL_ERROR)
