@@ -6,9 +6,9 @@ nothing that changes without a write to the user's graphs, is cached; what a
 request sees is what the resolvers would give it, permissions included: the
 caller must be signed in and allowed to read graphs before the cache is asked.
 Over HTTP only (websocket and in-process results stay plain data); a response
-says `X-Graphs-Cache: hit` or `miss`. A hit is the stored body as it is,
-gzip-compressed for a client that accepts gzip (every browser and HTTP
-library), inflated for one that does not.
+says `X-Graphs-Cache: hit` or `miss`. A hit is a stored body as it is:
+zstd-compressed for a client that accepts zstd, else gzip-compressed for one
+that accepts gzip (every browser and HTTP library), else inflated.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import gzip
 from dataclasses import dataclass
 from typing import Any
 
+import zstandard
 from graphql import (
     DocumentNode,
     ExecutionResult,
@@ -29,7 +30,7 @@ from starlette.responses import Response
 
 from app.errors import AppError
 from app.models import ApiKeyPermission
-from app.services.graphs_cache import GraphsCache, graphs_cache
+from app.services.graphs_cache import ENCODINGS, GraphsCache, graphs_cache
 
 CACHED_ROOT_FIELDS = frozenset({"graphs", "__typename"})
 # Fields under `graphs` whose values change without a write to the user's graphs.
@@ -49,21 +50,30 @@ class CachedBody:
 
     def data(self) -> bytes:
         """The JSON of its data alone."""
-        plain = gzip.decompress(self.body) if self.encoding else self.body
-        return plain[len(BODY_HEAD) : -len(BODY_TAIL)]
+        return inflate(self.body, self.encoding)[len(BODY_HEAD) : -len(BODY_TAIL)]
 
 
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header allows gzip (`gzip;q=0` refuses it)."""
+def inflate(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "zstd":
+        return zstandard.ZstdDecompressor().decompress(body)
+    return gzip.decompress(body) if encoding == "gzip" else body
+
+
+def chosen_encoding(accept_encoding: str) -> str | None:
+    """The stored encoding to send (zstd before gzip: as small, inflated ~7x
+    faster), or None for plain JSON; `x;q=0` refuses x, `*` stands for any."""
+    accepted: dict[str, bool] = {}
     for item in accept_encoding.lower().split(","):
         name, _, params = item.partition(";")
-        if name.strip() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=")
-            try:
-                return not params.strip() or float(q) > 0
-            except ValueError:
-                return False
-    return False
+        q = params.strip().removeprefix("q=")
+        try:
+            accepted.setdefault(name.strip(), not params.strip() or float(q) > 0)
+        except ValueError:
+            accepted.setdefault(name.strip(), False)
+    for encoding in ENCODINGS:
+        if accepted.get(encoding, accepted.get("*", False)):
+            return encoding
+    return None
 
 
 def cacheable_operations(document: DocumentNode) -> frozenset[str | None]:
@@ -122,12 +132,13 @@ async def answer_from_cache(
         return None
     cache = graphs_cache(ours.settings)
     key = cache.request_key(schema_version, context.query, operation_name, context.variables)
-    data, generation = await cache.lookup(principal.user_id, key)
+    encoding = chosen_encoding(ours.request.headers.get("accept-encoding", ""))
+    data, generation = await cache.lookup(principal.user_id, key, encoding or "gzip")
     if generation is None:
         return None
     if data is not None:
-        if accepts_gzip(ours.request.headers.get("accept-encoding", "")):
-            cached = CachedBody(data, "gzip")
+        if encoding is not None:
+            cached = CachedBody(data, encoding)
         else:
             cached = CachedBody(gzip.decompress(data), None)
         context.result = ExecutionResult(data=cached, errors=None)

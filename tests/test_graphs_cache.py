@@ -45,17 +45,22 @@ async def test_a_repeated_request_is_a_hit_and_a_new_graph_is_seen_at_once(gql, 
     assert after["edges"][0]["node"]["name"] == "two"
 
 
-async def test_a_hit_is_the_missed_body_compressed_for_clients_that_take_gzip(gql, user):
-    """A hit is sent as stored: gzip-compressed when the client accepts gzip,
-    plain JSON when it does not; the same bytes as the miss either way."""
+async def test_a_hit_is_the_missed_body_compressed_as_the_client_takes_it(gql, user):
+    """A hit is sent as stored: zstd-compressed when the client accepts zstd,
+    else gzip-compressed when it accepts gzip, else plain JSON; the same bytes
+    as the miss every way."""
     await create_graph(gql, user, echo_graph("zipped"))
     miss = await gql.post(GRAPHS, token=user.token, headers={"Accept-Encoding": "identity"})
     assert miss.headers["x-graphs-cache"] == "miss"
     for accept, encoding in (
         ("gzip, deflate", "gzip"),
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("zstd;q=0, gzip", "gzip"),
         ("identity", None),
         ("gzip;q=0, deflate", None),
-        ("br;q=1.0, *;q=0.5", "gzip"),
+        ("br;q=1.0, *;q=0.5", "zstd"),
+        ("*;q=0.5, zstd;q=0", "gzip"),
+        ("zstd;q=x", None),
     ):
         hit = await gql.post(GRAPHS, token=user.token, headers={"Accept-Encoding": accept})
         assert hit.headers["x-graphs-cache"] == "hit"

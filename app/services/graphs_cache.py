@@ -13,11 +13,14 @@ its key counted through the same numbers again, reaching entries cached before
 the lapse). Redis away: no cache (reads go to the database), and a bump that
 could not be made leaves entries at most GRAPHS_CACHE_SECONDS old.
 
-An entry is the whole response body (`{"data": …}`), gzip-compressed once
-when stored (~5x smaller: a page of 50 graphs is 316 KB of JSON), behind the
-generation it was built under (one key per user and request: a later store
-replaces it). One MGET reads the user's generation and the entry together;
-an entry of another generation is a miss.
+An entry is the whole response body (`{"data": …}`), compressed once when
+stored, behind the generation it was built under (one key per user, request
+and encoding: a later store replaces it). Two encodings are kept: zstd, for
+the clients that take it (browsers since 2024, httpx with zstandard): ~6x
+smaller than the JSON and ~7x faster to inflate than gzip; and gzip for every
+other client (a page of 50 graphs: 316 KB of JSON, 52 KB zstd, 60 KB gzip;
+inflated in 0.12 ms and 0.9 ms). One MGET reads the user's generation and the
+entry together; an entry of another generation is a miss.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import uuid
 from typing import Any
 
 import orjson
+import zstandard
 from aiocache import Cache
 from aiocache.serializers import BaseSerializer
 
@@ -41,10 +45,17 @@ from app.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-# Cheap to inflate; built once per miss (~2 ms for 316 KB), sent on every hit.
+# Built once per miss (316 KB: zstd ~0.7 ms, gzip ~5.7 ms), sent on every hit.
 GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+ENCODINGS = ("zstd", "gzip")
 # A generation token's length (uuid4 hex), the head of every entry.
 TOKEN_LENGTH = 32
+
+
+# One for the process: compress() runs whole on the event loop's thread, never
+# two at once (a compressor is not thread-safe).
+_ZSTD = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
 
 
 class _JsonBytes(BaseSerializer):
@@ -95,9 +106,12 @@ class GraphsCache:
         )
         return hashlib.sha256(raw).hexdigest()
 
-    async def lookup(self, user_id: uuid.UUID, request_key: str) -> tuple[bytes | None, str | None]:
-        """(the cached response body, gzip-compressed, or None; the generation
-        to store a miss under); (None, None) when Redis does not answer."""
+    async def lookup(
+        self, user_id: uuid.UUID, request_key: str, encoding: str = "gzip"
+    ) -> tuple[bytes | None, str | None]:
+        """(the cached response body, compressed in `encoding` (ENCODINGS), or
+        None; the generation to store a miss under); (None, None) when Redis
+        does not answer."""
         if not self.seconds:
             return None, None
         try:
@@ -105,7 +119,7 @@ class GraphsCache:
             # task and a loop turn more on every hit); the same limit.
             async with asyncio.timeout(self._cache.timeout):
                 found, entry = await self._cache.multi_get(
-                    [f"gen:{user_id}", f"{user_id}:{request_key}"], timeout=None
+                    [f"gen:{user_id}", f"{user_id}:{request_key}:{encoding}"], timeout=None
                 )
             generation = orjson.loads(found) if found is not None else None
             if generation is None:
@@ -147,9 +161,13 @@ class GraphsCache:
                 await self._cache.expire(budget, self.seconds)
             if used > self.user_bytes:
                 return
-            body = gzip.compress(b'{"data":' + data_json + b"}", GZIP_LEVEL, mtime=0)
-            entry = generation.encode() + body
-            await self._cache.set(f"{user_id}:{request_key}", entry, ttl=self.seconds)
+            body = b'{"data":' + data_json + b"}"
+            token = generation.encode()
+            entries = [
+                (f"{user_id}:{request_key}:zstd", token + _ZSTD.compress(body)),
+                (f"{user_id}:{request_key}:gzip", token + gzip.compress(body, GZIP_LEVEL, mtime=0)),
+            ]
+            await self._cache.multi_set(entries, ttl=self.seconds)
         except Exception:
             log.warning("graphs cache unavailable", exc_info=True)
 
