@@ -32,6 +32,8 @@ class Context:
     connection_params: dict[str, Any] | None = None
     # The user whose websocket connection slot this connection holds.
     websocket_slot: uuid.UUID | None = None
+    # Why a websocket signed in by its upgrade headers got no slot (it is closed 4429).
+    slot_refusal: str | None = None
     # Introspection fields its operations resolved (schema/executor.py): an
     # anonymous request is charged for them (app/anonymous_limit.py).
     introspection_fields: int = 0

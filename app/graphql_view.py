@@ -182,6 +182,14 @@ class GraphQLView(GraphQL):
         )
         if principal is not None:
             context.set_principal(principal)
+            if isinstance(request, WebSocket):
+                # Signed in by its upgrade headers: it counts against its user's
+                # cap from now, not from connection_init (else sockets that never
+                # send one would be free until the init timeout).
+                try:
+                    self.connection_slots.hold(context, principal.user_id)
+                except TooManyConnections as refusal:
+                    context.slot_refusal = str(refusal)
         elif refused is not None:
             context.set_refused(refused)
         request.state.graphql_context = context
@@ -294,9 +302,9 @@ class GraphQLView(GraphQL):
         if counted is not None:
             # Signed in: its handshake was no anonymous request after all.
             await self.anonymous_limit.refund(context.services.redis, *counted)
-        if context.websocket_slot is None:
-            self.connection_slots.acquire(principal.user_id)  # TooManyConnections: 4429
-            context.websocket_slot = principal.user_id
+        # A slot of the user signed in now (TooManyConnections: 4429), maybe in
+        # place of the one the upgrade headers' user took.
+        self.connection_slots.hold(context, principal.user_id)
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         """strawberry's; a `graphs` answer from the cache is sent as it was

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
+from typing import Any
 
 from starlette.websockets import WebSocketDisconnected as SocketClosed
 from strawberry.exceptions import ConnectionRejectionError
@@ -56,11 +57,25 @@ class ConnectionSlots:
         if self._open[user_id] <= 0:
             del self._open[user_id]
 
+    def hold(self, context: Any, user_id: uuid.UUID) -> None:
+        """The connection (its context) holds one slot of `user_id` from now on,
+        or TooManyConnections; a slot it held for another user is given back."""
+        if context.websocket_slot == user_id:
+            return
+        self.acquire(user_id)
+        if context.websocket_slot is not None:
+            self.release(context.websocket_slot)
+        context.websocket_slot = user_id
+
 
 class _SignedInSocket:
     """What both protocols' handlers share: the credential watch and re-checks."""
 
     async def handle(self) -> None:
+        if self.context.slot_refusal is not None:
+            # Signed in by its upgrade headers with no slot left (the view's get_context).
+            await self.refuse_over_cap(self.context.slot_refusal)
+            return
         watch = self.view.credential_watch
         watch.add(self)
         try:
@@ -86,6 +101,9 @@ class _SignedInSocket:
 
 
 class LimitedTransportWSHandler(_SignedInSocket, BaseGraphQLTransportWSHandler):
+    async def refuse_over_cap(self, reason: str) -> None:
+        await self.websocket.close(code=4429, reason=reason)
+
     async def handle_message(self, message) -> None:
         problem = transport_ws_problem(message)
         if problem is not None:
@@ -170,6 +188,12 @@ class LimitedLegacyWSHandler(_SignedInSocket, BaseGraphQLWSHandler):
     async def stop_operations(self) -> None:
         await self.cleanup()
 
+    async def refuse_over_cap(self, reason: str) -> None:
+        # graphql-ws can say why before the close.
+        payload = {"code": ErrorCode.RATE_LIMITED.value, "message": reason}
+        await self.send_message({"type": "connection_error", "payload": payload})
+        await self.websocket.close(code=4429, reason=reason)
+
     async def handle_connection_init(self, message) -> None:
         # strawberry's own, but credentials refused close with 4403, not 1011.
         payload = message.get("payload")
@@ -185,13 +209,7 @@ class LimitedLegacyWSHandler(_SignedInSocket, BaseGraphQLWSHandler):
             await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
             return
         except TooManyConnections as refusal:
-            await self.send_message(
-                {
-                    "type": "connection_error",
-                    "payload": {"code": ErrorCode.RATE_LIMITED.value, "message": str(refusal)},
-                }
-            )
-            await self.websocket.close(code=4429, reason=str(refusal))
+            await self.refuse_over_cap(str(refusal))
             return
         if isinstance(acknowledged, UnsetType) or acknowledged is None:
             await self.send_message({"type": "connection_ack"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import websockets
@@ -46,6 +47,73 @@ async def test_websockets_per_user_and_operations_per_websocket_are_capped(datab
         # Closed connections give their slots back: the server notices each close
         # a moment after the client makes it, so ask until two fit again.
         await _until_two_connections_fit(server, auth)
+    finally:
+        await client.aclose()
+        await server.stop()
+
+
+async def _raw_socket(server: ApiServer, protocol: str, headers: dict | None = None):
+    return await websockets.connect(
+        server.ws_url, subprotocols=[protocol], additional_headers=headers or {}
+    )
+
+
+async def _close_code(connection) -> int | None:
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                await connection.recv()
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+async def test_sockets_signed_in_by_headers_count_before_connection_init(database, new_user):
+    """A socket whose upgrade headers sign it in takes its user's slot at once:
+    sockets that never send connection_init are not free until the init timeout."""
+    server = ApiServer(
+        TEST_ENV, {"MAX_WEBSOCKETS_PER_USER": "2", "WEBSOCKET_INIT_TIMEOUT_SECONDS": "30"}
+    )
+    await server.start()
+    client = GraphQLClient(server.base_url)
+    person, other = new_user(), new_user()
+    auth = {"Authorization": f"Bearer {person.token}"}
+    other_auth = {"Authorization": f"Bearer {other.token}"}
+    try:
+        await client.ok("{ me { id } }", token=person.token)
+        await client.ok("{ me { id } }", token=other.token)
+        idle = [await _raw_socket(server, "graphql-transport-ws", auth) for _ in range(2)]
+        # Nothing sent on either; a third is closed with 4429 before it says anything.
+        third = await _raw_socket(server, "graphql-transport-ws", auth)
+        assert await _close_code(third) == 4429
+        legacy = await _raw_socket(server, "graphql-ws", auth)
+        refusal = json.loads(await legacy.recv())
+        assert refusal["type"] == "connection_error", refusal
+        assert refusal["payload"]["code"] == "RATE_LIMITED"
+        assert await _close_code(legacy) == 4429
+        for connection in idle:
+            await connection.close()
+        await _until_two_connections_fit(server, auth)
+        # Headers of one user, connection_init of another: the slot follows the
+        # sign-in that counts (the payload's), the headers' user gets theirs back.
+        switched = new_user()
+        await client.ok("{ me { id } }", token=switched.token)
+        switched_auth = {"Authorization": f"Bearer {switched.token}"}
+        async with graphql_ws(server.ws_url, other_auth, headers=switched_auth):
+            async with (
+                graphql_ws(server.ws_url, switched_auth),
+                graphql_ws(server.ws_url, switched_auth),
+            ):
+                pass
+            async with graphql_ws(server.ws_url, other_auth):
+                pass
+            try:
+                async with (
+                    graphql_ws(server.ws_url, other_auth),
+                    graphql_ws(server.ws_url, other_auth, expect_ack=False) as over,
+                ):
+                    raise AssertionError(f"expected a close, got {await over.receive()}")
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 4429
     finally:
         await client.aclose()
         await server.stop()
