@@ -215,6 +215,33 @@ async def test_a_run_that_keeps_killing_its_worker_ends_failed(stack, user):
     assert after["status"] == "COMPLETED", after
 
 
+async def test_a_graceful_hand_over_does_not_spend_the_runs_tries(stack, user):
+    """SIGTERM (a rolling deploy) hands the run to another worker: nothing died
+    and nothing failed, so even with RUN_MAX_TRIES=2 the run completes."""
+    gql = stack.gql
+    graph = await create_graph(gql, user, CHAIN)
+    ids = node_ids(CHAIN, graph)
+    env = {**stack.extra_env, "RUN_MAX_TRIES": "2"}
+    first = WorkerProcess(stack.env, extra_env=env)
+    second = WorkerProcess(stack.env, extra_env=env)
+    await first.start()
+    await second.start()
+    second.process.send_signal(signal.SIGSTOP)
+    try:
+        started = await execute(gql, user, graph["id"], {"text": "deployed"})
+        await wait_for_node(gql, user, started["id"], ids["long"], {"RUNNING"})
+        second.process.send_signal(signal.SIGCONT)
+        await first.stop()
+        done = await wait_for_end(gql, user, started["id"], timeout=60)
+    finally:
+        first.kill()
+        if second.process is not None and second.process.poll() is None:
+            second.process.send_signal(signal.SIGCONT)
+        await second.stop()
+    assert done["status"] == "COMPLETED", done["stats"]["error"]
+    assert done["outputs"] == {"result": ["deployed"]}
+
+
 async def test_stop_after_the_worker_died_ends_the_run(stack, user):
     """Stopping a run whose worker died: the next worker ends it TERMINATED
     instead of resuming it."""

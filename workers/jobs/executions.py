@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from arq import Retry
+from arq.constants import retry_key_prefix
 
 from app import log_context
 from app.models import Execution, ExecutionStatus
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 # another worker picks the job up within LEASE_SECONDS and resumes the execution.
 # An error outside any block (the database or Redis failing a write) does not end
 # the run: the job runs again later and resumes, like after a crash. Both spend
-# the job's RUN_MAX_TRIES tries (the run lane's arq max_tries); the last try ends
+# the job's RUN_MAX_TRIES tries (the run lane's arq max_tries; a graceful hand-over
+# at a worker's shutdown gives its try back); the last try ends
 # the execution FAILED without running it: a run that kills its worker (out of
 # memory, say) would be killed on its last try too, and once arq refused it
 # another it would stay RUNNING for good, holding one of its user's slots.
@@ -50,6 +52,18 @@ OUT_OF_TRIES = (
 
 
 async def run_execution(ctx: dict[str, Any], execution_id: str) -> str:
+    try:
+        return await _take_and_run(ctx, execution_id)
+    except asyncio.CancelledError:
+        # Its worker is shutting down (a stop or a lost lock ends inside): arq
+        # puts the job back and has counted the try, but a hand-over (a rolling
+        # deploy) is no failure. Only deaths and errors spend RUN_MAX_TRIES.
+        with contextlib.suppress(Exception):
+            await ctx["redis"].decr(retry_key_prefix + ctx["job_id"])
+        raise
+
+
+async def _take_and_run(ctx: dict[str, Any], execution_id: str) -> str:
     log_context.start(execution_id=execution_id)
     engine: EngineContext = ctx["engine"]
     slots = RunSlots(engine.settings, engine.redis)
