@@ -324,6 +324,32 @@ async def graphql_ws(
         yield client
 
 
+async def closed_with(connection, deadline: float = 15.0) -> int | None:
+    """The close code once the server closes a raw websocket (pings answered)."""
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                message = json.loads(await connection.recv())
+                if message.get("type") == "ping":
+                    await connection.send(json.dumps({"type": "pong"}))
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+async def until_two_fit(server: ApiServer, auth: dict, timeout: float = 30.0) -> None:
+    """Two sockets of the user (signed in by connection_init) fit again: the server
+    notices a close a moment after the client makes it, so ask until they do."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            async with graphql_ws(server.ws_url, auth), graphql_ws(server.ws_url, auth):
+                return
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4429, closed
+        assert asyncio.get_running_loop().time() < deadline, "the slots were never given back"
+        await asyncio.sleep(0.05)
+
+
 MULTIPART_ACCEPT = 'multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json'
 
 

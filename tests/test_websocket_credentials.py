@@ -21,6 +21,7 @@ from tests.harness import (
     MULTIPART_ACCEPT,
     ApiServer,
     GraphQLClient,
+    closed_with,
     graphql_ws,
     multipart_parts,
     sse_events,
@@ -34,18 +35,6 @@ REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { status } }"
 SUSPEND = "mutation($id: ID!) { suspendApiKey(id: $id) { status } }"
 # Long enough for a busy machine; the design closes within about four seconds.
 CLOSE_DEADLINE = 15.0
-
-
-async def _closed_with(connection, deadline: float = CLOSE_DEADLINE) -> int | None:
-    """The close code once the server closes the socket (pings answered)."""
-    try:
-        async with asyncio.timeout(deadline):
-            while True:
-                message = json.loads(await connection.recv())
-                if message.get("type") == "ping":
-                    await connection.send(json.dumps({"type": "pong"}))
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
 
 
 async def _key(gql, user, permissions=("READ_EXECUTION", "READ_GRAPH")):
@@ -64,7 +53,7 @@ async def quick_init(database):
 async def test_a_socket_that_never_initialises_is_closed(quick_init, protocol):
     """Finding 4: legacy graphql-ws sockets without connection_init never timed out."""
     async with websockets.connect(quick_init.ws_url, subprotocols=[protocol]) as connection:
-        assert await _closed_with(connection) == 4408
+        assert await closed_with(connection) == 4408
 
 
 async def test_legacy_socket_without_credentials_is_refused(api):
@@ -73,7 +62,7 @@ async def test_legacy_socket_without_credentials_is_refused(api):
         await connection.send(json.dumps({"type": "connection_init", "payload": {}}))
         message = json.loads(await connection.recv())
         assert message == {"type": "connection_error", "payload": {"code": "UNAUTHENTICATED"}}
-        assert await _closed_with(connection) == 4403
+        assert await closed_with(connection) == 4403
 
 
 @pytest.mark.parametrize("key", ["agpt_" + "\ud800" * 43, "\ud800", "agpt_\x00"])
@@ -83,7 +72,7 @@ async def test_unencodable_key_in_connection_init_closes_with_4403(api, key):
         await connection.send(
             json.dumps({"type": "connection_init", "payload": {"X-API-Key": key}})
         )
-        assert await _closed_with(connection) == 4403
+        assert await closed_with(connection) == 4403
 
 
 async def test_revoking_a_key_closes_its_sockets_on_every_api_process(api, gql, user):
@@ -100,7 +89,7 @@ async def test_revoking_a_key_closes_its_sockets_on_every_api_process(api, gql, 
                 await ws.subscribe(WATCH, {"g": graph["id"]})
                 assert await other_gql.ok("{ graphs { totalCount } }", api_key=key)
                 await gql.ok(REVOKE, {"id": key_id}, token=user.token)
-                assert await _closed_with(ws.connection) == 4403
+                assert await closed_with(ws.connection) == 4403
             deadline = asyncio.get_running_loop().time() + CLOSE_DEADLINE
             while await _code(other_gql, key) != "UNAUTHENTICATED":
                 assert asyncio.get_running_loop().time() < deadline
@@ -121,7 +110,7 @@ async def test_a_suspended_key_can_start_no_further_operation(api, gql, user):
         assert first[0]["type"] == "next"
         await gql.ok(SUSPEND, {"id": key_id}, token=user.token)
         await ws.subscribe("{ graphs { totalCount } }")
-        assert await _closed_with(ws.connection) == 4403
+        assert await closed_with(ws.connection) == 4403
 
 
 async def test_an_expired_token_closes_the_socket(api, gql, settings, new_user):
@@ -131,11 +120,11 @@ async def test_an_expired_token_closes_the_socket(api, gql, settings, new_user):
     short = issue_jwt(settings, person.id, person.email, expires_in=3)
     async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {short}"}) as ws:
         await ws.subscribe(WATCH, {"g": graph["id"]})
-        assert await _closed_with(ws.connection) == 4403
+        assert await closed_with(ws.connection) == 4403
     assert time.time() >= json.loads(_claims(short))["exp"]
     # A fresh socket with it is refused at connection_init.
     async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {short}"}, expect_ack=False) as ws:
-        assert await _closed_with(ws.connection) == 4403
+        assert await closed_with(ws.connection) == 4403
 
 
 async def test_an_operation_after_the_token_expired_closes_the_socket(api, settings, new_user):
@@ -150,7 +139,7 @@ async def test_an_operation_after_the_token_expired_closes_the_socket(api, setti
         except websockets.ConnectionClosed as closed:
             code = closed.rcvd.code  # the periodic re-check was first
         else:
-            code = await _closed_with(ws.connection)
+            code = await closed_with(ws.connection)
         assert code == 4403
     async with graphql_ws(api.ws_url, {"Authorization": f"Bearer {person.token}"}) as ws:
         assert (await ws.request("{ me { timezone } }"))[0]["payload"]["data"] == {
@@ -257,7 +246,7 @@ async def test_a_key_that_loses_a_permission_ends_the_subscriptions_that_need_it
         assert (await ws.request("{ blocks { id } }"))[0]["type"] == "next"
         await gql.ok(NARROW, {"id": key_id, "p": ["READ_GRAPH"]}, token=user.token)
         # ... closed once it lost one.
-        assert await _closed_with(ws.connection) == 4403
+        assert await closed_with(ws.connection) == 4403
 
     key, key_id = await _key(gql, user)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -10,7 +9,7 @@ import websockets
 
 from tests.conftest import TEST_ENV
 from tests.graph_builders import create_graph
-from tests.harness import ApiServer, GraphQLClient, graphql_ws
+from tests.harness import ApiServer, GraphQLClient, closed_with, graphql_ws, until_two_fit
 
 WATCH = "subscription($g: ID!) { graphExecutionEvents(graphId: $g) { __typename } }"
 
@@ -46,7 +45,7 @@ async def test_websockets_per_user_and_operations_per_websocket_are_capped(datab
             assert refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
         # Closed connections give their slots back: the server notices each close
         # a moment after the client makes it, so ask until two fit again.
-        await _until_two_connections_fit(server, auth)
+        await until_two_fit(server, auth)
     finally:
         await client.aclose()
         await server.stop()
@@ -56,15 +55,6 @@ async def _raw_socket(server: ApiServer, protocol: str, headers: dict | None = N
     return await websockets.connect(
         server.ws_url, subprotocols=[protocol], additional_headers=headers or {}
     )
-
-
-async def _close_code(connection) -> int | None:
-    try:
-        async with asyncio.timeout(10):
-            while True:
-                await connection.recv()
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
 
 
 async def test_sockets_signed_in_by_headers_count_before_connection_init(database, new_user):
@@ -84,15 +74,15 @@ async def test_sockets_signed_in_by_headers_count_before_connection_init(databas
         idle = [await _raw_socket(server, "graphql-transport-ws", auth) for _ in range(2)]
         # Nothing sent on either; a third is closed with 4429 before it says anything.
         third = await _raw_socket(server, "graphql-transport-ws", auth)
-        assert await _close_code(third) == 4429
+        assert await closed_with(third) == 4429
         legacy = await _raw_socket(server, "graphql-ws", auth)
         refusal = json.loads(await legacy.recv())
         assert refusal["type"] == "connection_error", refusal
         assert refusal["payload"]["code"] == "RATE_LIMITED"
-        assert await _close_code(legacy) == 4429
+        assert await closed_with(legacy) == 4429
         for connection in idle:
             await connection.close()
-        await _until_two_connections_fit(server, auth)
+        await until_two_fit(server, auth)
         # Headers of one user, connection_init of another: the slot follows the
         # sign-in that counts (the payload's), the headers' user gets theirs back.
         switched = new_user()
@@ -142,15 +132,3 @@ async def test_websockets_are_served_on_graphql_only(api, user):
     async with graphql_ws(api.ws_url, auth) as ws:
         messages = await ws.request("{ me { id } }")
     assert messages[0]["payload"] == {"data": {"me": {"id": str(user.id)}}}
-
-
-async def _until_two_connections_fit(server: ApiServer, auth: dict, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            async with graphql_ws(server.ws_url, auth), graphql_ws(server.ws_url, auth):
-                return
-        except websockets.ConnectionClosed as closed:
-            assert closed.rcvd is not None and closed.rcvd.code == 4429, closed
-        assert asyncio.get_running_loop().time() < deadline, "the slots were never given back"
-        await asyncio.sleep(0.05)

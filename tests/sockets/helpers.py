@@ -10,7 +10,6 @@ import websockets
 
 from tests.harness import (
     ApiServer,
-    graphql_ws,
 )
 
 FRONTEND = "https://app.example.test"
@@ -45,18 +44,6 @@ def assert_clean_log(
         assert sign not in text, text[-4000:]
 
 
-async def closed_with(connection, deadline: float = 10.0) -> int | None:
-    """The close code once the server closes the socket (pings answered)."""
-    try:
-        async with asyncio.timeout(deadline):
-            while True:
-                message = json.loads(await connection.recv())
-                if message.get("type") == "ping":
-                    await connection.send(json.dumps({"type": "pong"}))
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
-
-
 async def handshake_status(url: str, **kw) -> int | str:
     """The HTTP status of a refused handshake, else 'open'."""
     try:
@@ -64,19 +51,6 @@ async def handshake_status(url: str, **kw) -> int | str:
             return "open"
     except websockets.InvalidStatus as refused:
         return refused.response.status_code
-
-
-async def until_two_fit(server: ApiServer, headers: dict, timeout: float = 20.0) -> None:
-    """The user's two slots are free again (the server notices closes a moment later)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            async with graphql_ws(server.ws_url, headers), graphql_ws(server.ws_url, headers):
-                return
-        except websockets.ConnectionClosed as closed:
-            assert closed.rcvd is not None and closed.rcvd.code == 4429, closed
-        assert asyncio.get_running_loop().time() < deadline, "the slots were never given back"
-        await asyncio.sleep(0.05)
 
 
 async def _early_in_a_minute(margin: float = 20.0) -> None:

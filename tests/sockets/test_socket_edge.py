@@ -12,16 +12,16 @@ import websockets
 from tests.conftest import TEST_ENV
 from tests.harness import (
     ApiServer,
+    closed_with,
     graphql_ws,
+    until_two_fit,
 )
 from tests.sockets.helpers import (
     FRONTEND,
     ME,
     assert_clean_log,
     auth,
-    closed_with,
     handshake_status,
-    until_two_fit,
 )
 
 

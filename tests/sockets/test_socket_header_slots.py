@@ -14,8 +14,12 @@ import pytest
 import websockets
 
 from tests.graph_builders import create_graph
-from tests.harness import MULTIPART_ACCEPT, GraphQLClient, graphql_ws, issue_jwt
-from tests.sockets.helpers import WATCH, assert_clean_log, auth, closed_with
+from tests.harness import MULTIPART_ACCEPT, GraphQLClient, closed_with, graphql_ws, issue_jwt
+from tests.sockets.helpers import (
+    WATCH,
+    assert_clean_log,
+    auth,
+)
 
 PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
 

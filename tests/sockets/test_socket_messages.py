@@ -16,9 +16,11 @@ from tests.graph_builders import create_graph
 from tests.harness import (
     MULTIPART_ACCEPT,
     GraphQLClient,
+    closed_with,
     graphql_ws,
     multipart_parts,
     sse_events,
+    until_two_fit,
 )
 from tests.sockets.helpers import (
     ME,
@@ -27,8 +29,6 @@ from tests.sockets.helpers import (
     _codes,
     assert_clean_log,
     auth,
-    closed_with,
-    until_two_fit,
 )
 
 

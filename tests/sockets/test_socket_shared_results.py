@@ -19,6 +19,7 @@ from tests.harness import (
     graphql_ws,
     multipart_parts,
     sse_events,
+    until_two_fit,
 )
 from tests.sockets.helpers import (
     KEY,
@@ -27,7 +28,6 @@ from tests.sockets.helpers import (
     _codes,
     assert_clean_log,
     auth,
-    until_two_fit,
 )
 
 

@@ -16,8 +16,10 @@ from tests.graph_builders import create_graph
 from tests.harness import (
     MULTIPART_ACCEPT,
     GraphQLClient,
+    closed_with,
     graphql_ws,
     multipart_parts,
+    until_two_fit,
 )
 from tests.sockets.helpers import (
     KEY,
@@ -28,9 +30,7 @@ from tests.sockets.helpers import (
     _signed_in_socket,
     assert_clean_log,
     auth,
-    closed_with,
     handshake_status,
-    until_two_fit,
 )
 
 
@@ -39,17 +39,16 @@ async def test_more_sockets_than_the_cap_on_both_protocols_are_refused_and_slots
 ):
     headers = auth(capped_user)
     async with graphql_ws(capped.ws_url, headers), graphql_ws(capped.ws_url, headers):
-        # graphql-transport-ws: 4429.
+        # Signed in by its headers, a third is refused at the handshake, before
+        # any connection_init. graphql-transport-ws: 4429.
         async with websockets.connect(
             capped.ws_url, subprotocols=["graphql-transport-ws"], additional_headers=headers
         ) as third:
-            await third.send(json.dumps({"type": "connection_init", "payload": {}}))
             assert await closed_with(third) == 4429
         # Legacy graphql-ws: a connection_error with RATE_LIMITED, then 4429.
         async with websockets.connect(
             capped.ws_url, subprotocols=["graphql-ws"], additional_headers=headers
         ) as legacy:
-            await legacy.send(json.dumps({"type": "connection_init", "payload": {}}))
             message = json.loads(await legacy.recv())
             assert message["type"] == "connection_error", message
             assert message["payload"]["code"] == "RATE_LIMITED"
@@ -76,8 +75,7 @@ async def test_connection_init_twice_takes_one_slot(capped, capped_user):
             async with websockets.connect(
                 capped.ws_url, subprotocols=["graphql-transport-ws"], additional_headers=headers
             ) as third:
-                await third.send(json.dumps({"type": "connection_init", "payload": {}}))
-                assert await closed_with(third) == 4429
+                assert await closed_with(third) == 4429  # at the handshake
     await until_two_fit(capped, headers)
     async with websockets.connect(capped.ws_url, subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": headers}))
@@ -117,22 +115,24 @@ async def test_sockets_closed_mid_subscribe_give_their_slots_back(capped, capped
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
-async def test_sockets_that_never_initialise_are_closed_and_hold_no_slot(
+async def test_sockets_that_never_initialise_are_closed_and_give_back_what_they_held(
     capped, capped_user, protocol
 ):
+    """Sockets without credentials hold no slot while they wait for the init
+    timeout; sockets signed in by their headers hold theirs until it (a third
+    is refused at once), and give them back when closed."""
     headers = auth(capped_user)
-    connections = [
+    anonymous = [await websockets.connect(capped.ws_url, subprotocols=[protocol]) for _ in range(4)]
+    signed = [
         await websockets.connect(capped.ws_url, subprotocols=[protocol], additional_headers=headers)
-        for _ in range(4)
+        for _ in range(3)
     ]
     try:
-        # While they wait, the user's slots are all free.
-        async with graphql_ws(capped.ws_url, headers), graphql_ws(capped.ws_url, headers):
-            pass
-        codes = await asyncio.gather(*(closed_with(c) for c in connections))
-        assert codes == [4408] * 4
+        codes = await asyncio.gather(*(closed_with(c) for c in anonymous + signed))
+        assert codes[:4] == [4408] * 4
+        assert sorted(codes[4:]) == [4408, 4408, 4429], codes
     finally:
-        for connection in connections:
+        for connection in anonymous + signed:
             await connection.close()
     await until_two_fit(capped, headers)
     assert_clean_log(capped)
@@ -259,8 +259,8 @@ async def test_a_burst_of_sockets_over_the_cap_gets_exactly_the_cap(capped, capp
         connection = await websockets.connect(
             capped.ws_url, subprotocols=["graphql-transport-ws"], additional_headers=headers
         )
-        await connection.send(json.dumps({"type": "connection_init", "payload": {}}))
         try:
+            await connection.send(json.dumps({"type": "connection_init", "payload": {}}))
             message = json.loads(await asyncio.wait_for(connection.recv(), 10))
             return message["type"], connection
         except websockets.ConnectionClosed as closed:
