@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from app.blocks.registry import get_block
 from app.models import CreditTransaction, CreditTransactionType
 from app.services import blocks as block_service
 from app.services import ledger
@@ -243,16 +244,21 @@ async def test_execute_block_runs_on_a_worker_while_the_api_keeps_answering(api,
 
 
 async def test_execute_block_never_returns_raw_exception_text(gql, user, worker):
-    """A header value outside ASCII makes httpx raise UnicodeEncodeError inside
-    HttpRequest (a port past 65535 did the same with OverflowError until the block
-    checked ports); the exception's text used to reach the client."""
+    """A header value outside ASCII made httpx raise UnicodeEncodeError inside
+    HttpRequest, whose text reached the client (later masked); it is refused as
+    input now, saying what is wrong. What a block raises unexpectedly is still
+    shown only as an error id."""
     payload = {"url": "http://93.184.216.34/", "headers": {"X-Snow": "\u2603"}}
-    data = await gql.ok(
+    answer = await gql.execute(
         EXECUTE, {"id": block_id("HttpRequest"), "input": payload}, token=user.token
     )
-    [error] = data["executeBlock"]["outputs"]["error"]
-    assert "codec" not in error and "ascii" not in error
-    assert error.startswith("HttpRequest failed unexpectedly (error id ")
+    [error] = answer["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "header 'X-Snow': its value must be printable ASCII" in error["message"]
+    assert "codec" not in error["message"]
+    block = get_block(block_id("HttpRequest"))
+    shown = block_service.unexpected_block_error(block, UnicodeEncodeError("ascii", "☃", 0, 1, "x"))
+    assert shown.startswith("HttpRequest failed unexpectedly (error id ") and "ascii" not in shown
 
 
 async def test_concurrent_execute_block_waits_never_overspend(gql, new_user, worker):
