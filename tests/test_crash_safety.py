@@ -181,6 +181,12 @@ async def test_worker_stopped_mid_run_hands_the_run_to_another(stack, user):
     await crash_and_resume(stack, user, shut_down, second_waits=True)
 
 
+def _two_try_workers(stack) -> tuple[WorkerProcess, WorkerProcess]:
+    """Two workers (not started) whose runs have RUN_MAX_TRIES=2."""
+    env = {**stack.extra_env, "RUN_MAX_TRIES": "2"}
+    return WorkerProcess(stack.env, extra_env=env), WorkerProcess(stack.env, extra_env=env)
+
+
 async def test_a_run_that_keeps_killing_its_worker_ends_failed(stack, user):
     """Every try costs one of RUN_MAX_TRIES (2 here); a run whose worker died on
     each earlier try ends FAILED on its last, unrun, instead of staying RUNNING
@@ -188,9 +194,7 @@ async def test_a_run_that_keeps_killing_its_worker_ends_failed(stack, user):
     gql = stack.gql
     graph = await create_graph(gql, user, CHAIN)
     ids = node_ids(CHAIN, graph)
-    env = {**stack.extra_env, "RUN_MAX_TRIES": "2"}
-    first = WorkerProcess(stack.env, extra_env=env)
-    second = WorkerProcess(stack.env, extra_env=env)
+    first, second = _two_try_workers(stack)
     await first.start()
     try:
         started = await execute(gql, user, graph["id"], {"text": "again"})
@@ -221,9 +225,7 @@ async def test_a_graceful_hand_over_does_not_spend_the_runs_tries(stack, user):
     gql = stack.gql
     graph = await create_graph(gql, user, CHAIN)
     ids = node_ids(CHAIN, graph)
-    env = {**stack.extra_env, "RUN_MAX_TRIES": "2"}
-    first = WorkerProcess(stack.env, extra_env=env)
-    second = WorkerProcess(stack.env, extra_env=env)
+    first, second = _two_try_workers(stack)
     await first.start()
     await second.start()
     second.process.send_signal(signal.SIGSTOP)
