@@ -45,14 +45,23 @@ REPLAY_PAGE = 500
 USER_STREAM_MAXLEN = 1000
 USER_STREAM_RETENTION_SECONDS = 24 * 3600
 
+# A stream ends with its run's terminal event: once one was written (KEYS[4] marks
+# it), a later non-terminal event is dropped. One can only come from another
+# process, late: an approval committed before a stop but announced after it.
 _PUBLISH = """
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  return tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], seq .. '-1', 'seq', seq, 'data', ARGV[1])
 if KEYS[3] ~= '' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'seq', seq, 'data', ARGV[1])
 end
 local ttl = tonumber(ARGV[2])
-if ARGV[3] == '1' then ttl = tonumber(ARGV[5]) end
+if ARGV[3] == '1' then
+  ttl = tonumber(ARGV[5])
+  redis.call('SET', KEYS[4], '1', 'EX', ttl)
+end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 return seq
@@ -62,6 +71,9 @@ return seq
 # Many events of one execution in one call (node events: never terminal, never on
 # the graph's stream): seqs first..last, allocated at once, so a batch is gapless.
 _PUBLISH_MANY = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local n = #ARGV - 1
 local last = redis.call('INCRBY', KEYS[1], n)
 for i = 1, n do
@@ -85,6 +97,10 @@ class EventKeys:
 
     def stream(self, execution_id: uuid.UUID | str) -> str:
         return f"{self.prefix}exec:{execution_id}:events"
+
+    def ended(self, execution_id: uuid.UUID | str) -> str:
+        """Set once the execution's terminal event is on its stream."""
+        return f"{self.prefix}exec:{execution_id}:ended"
 
     def graph_stream(self, graph_id: uuid.UUID | str) -> str:
         return f"{self.prefix}graph:{graph_id}:events"
@@ -189,6 +205,7 @@ class EventPublisher:
             self.keys.seq(execution_id),
             self.keys.stream(execution_id),
             self.keys.graph_stream(graph_id) if graph_id else "",
+            self.keys.ended(execution_id),
         ]
         args = [
             body,
@@ -207,11 +224,15 @@ class EventPublisher:
         EVAL with the script's text, not a registered script: redis-py sends
         SCRIPT EXISTS ahead of every pipeline holding one, a second round trip
         per step; Redis keeps the compiled script by its hash either way."""
-        keys = (self.keys.seq(execution_id), self.keys.stream(execution_id))
+        keys = (
+            self.keys.seq(execution_id),
+            self.keys.stream(execution_id),
+            self.keys.ended(execution_id),
+        )
         for start in range(0, len(bodies), PUBLISH_BATCH):
             pipeline.eval(
                 _PUBLISH_MANY,
-                2,
+                3,
                 *keys,
                 STREAM_MAX_IDLE_SECONDS,
                 *bodies[start : start + PUBLISH_BATCH],
