@@ -219,10 +219,9 @@ class GraphQLView(GraphQL):
         if principal is None:
             return None
         try:
-            self.connection_slots.acquire(principal.user_id)
+            self.connection_slots.hold(context, principal.user_id)
         except TooManyConnections as refusal:
             return _error_result(AppError(ErrorCode.RATE_LIMITED, str(refusal)))
-        context.websocket_slot = principal.user_id
         return None
 
     async def execute_operation(

@@ -115,7 +115,7 @@ class LimitedTransportWSHandler(_SignedInSocket, BaseGraphQLTransportWSHandler):
         try:
             await super().handle_connection_init(message)
         except TooManyConnections as refusal:
-            await self.websocket.close(code=4429, reason=str(refusal))
+            await self.refuse_over_cap(str(refusal))
         if self.connection_init_received:
             # Cancelled by the init: strawberry kept the task (and its coroutine)
             # for the socket's life, ~1 KiB of each of a thousand subscribers.

@@ -140,7 +140,7 @@ async def answer_from_cache(
         if encoding is not None:
             cached = CachedBody(data, encoding)
         else:
-            cached = CachedBody(gzip.decompress(data), None)
+            cached = CachedBody(inflate(data, "gzip"), None)
         context.result = ExecutionResult(data=cached, errors=None)
         _mark(ours, "hit")
         return None
