@@ -8,8 +8,10 @@ import time
 
 import websockets
 
+from tests.graph_builders import create_graph
 from tests.harness import (
     ApiServer,
+    GraphQLClient,
 )
 
 FRONTEND = "https://app.example.test"
@@ -92,3 +94,12 @@ KEY = """mutation($p: [ApiKeyPermission!]!) {
 def _codes(errors) -> list[str]:
     assert isinstance(errors, list) and errors, errors
     return [(e.get("extensions") or {}).get("code") for e in errors]
+
+
+async def graph_of(server: ApiServer, person) -> dict:
+    """A new graph of `person`, made through `server`'s GraphQL API."""
+    client = GraphQLClient(server.base_url)
+    try:
+        return await create_graph(client, person)
+    finally:
+        await client.aclose()

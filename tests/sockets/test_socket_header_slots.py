@@ -261,18 +261,23 @@ async def test_unacceptable_subprotocol_with_header_sign_in_gives_the_slot_back(
     await exactly_two(capped, headers)
 
 
+def _watch_stream(client: GraphQLClient, graph: dict, headers: dict, accept: str):
+    """An HTTP subscription stream (multipart or SSE) of the graph's events."""
+    return client.http.stream(
+        "POST",
+        "/graphql",
+        json={"query": WATCH, "variables": {"g": graph["id"]}},
+        headers={**headers, "Accept": accept},
+    )
+
+
 @pytest.mark.parametrize("accept", [MULTIPART_ACCEPT, "text/event-stream"])
 async def test_an_http_stream_takes_exactly_one_slot(capped, capped_user, accept):
     headers = auth(capped_user)
     client = GraphQLClient(capped.base_url)
     try:
         graph = await create_graph(client, capped_user)
-        async with client.http.stream(
-            "POST",
-            "/graphql",
-            json={"query": WATCH, "variables": {"g": graph["id"]}},
-            headers={**headers, "Accept": accept},
-        ) as stream:
+        async with _watch_stream(client, graph, headers, accept) as stream:
             assert stream.status_code == 200, await stream.aread()
             async with graphql_ws(capped.ws_url, {}, headers):
                 third = await _raw(capped, "graphql-ws", headers)
@@ -309,12 +314,7 @@ async def test_an_http_stream_dropped_mid_stream_gives_its_slot_back(capped, cap
     try:
         graph = await create_graph(client, capped_user)
         for _ in range(3):
-            async with client.http.stream(
-                "POST",
-                "/graphql",
-                json={"query": WATCH, "variables": {"g": graph["id"]}},
-                headers={**headers, "Accept": accept},
-            ) as stream:
+            async with _watch_stream(client, graph, headers, accept) as stream:
                 assert stream.status_code == 200
             await exactly_two(capped, headers)
     finally:

@@ -15,7 +15,6 @@ from tests.execution_helpers import execute
 from tests.graph_builders import create_graph
 from tests.harness import (
     MULTIPART_ACCEPT,
-    GraphQLClient,
     graphql_ws,
     multipart_parts,
     sse_events,
@@ -28,6 +27,7 @@ from tests.sockets.helpers import (
     _codes,
     assert_clean_log,
     auth,
+    graph_of,
 )
 
 
@@ -142,11 +142,7 @@ async def test_live_subscriptions_dropped_mid_stream_give_everything_back(
     capped, capped_user, protocol
 ):
     headers = auth(capped_user)
-    client = GraphQLClient(capped.base_url)
-    try:
-        graph = await create_graph(client, capped_user)
-    finally:
-        await client.aclose()
+    graph = await graph_of(capped, capped_user)
     start = "subscribe" if protocol == "graphql-transport-ws" else "start"
     for round_ in range(6):
         connection = await websockets.connect(capped.ws_url, subprotocols=[protocol])

@@ -12,7 +12,6 @@ import httpx
 import pytest
 import websockets
 
-from tests.graph_builders import create_graph
 from tests.harness import (
     MULTIPART_ACCEPT,
     GraphQLClient,
@@ -30,6 +29,7 @@ from tests.sockets.helpers import (
     _signed_in_socket,
     assert_clean_log,
     auth,
+    graph_of,
     handshake_status,
 )
 
@@ -140,11 +140,7 @@ async def test_sockets_that_never_initialise_are_closed_and_give_back_what_they_
 
 async def test_operations_per_socket_are_capped_and_freed_by_complete(capped, capped_user):
     headers = auth(capped_user)
-    client = GraphQLClient(capped.base_url)
-    try:
-        graph = await create_graph(client, capped_user)
-    finally:
-        await client.aclose()
+    graph = await graph_of(capped, capped_user)
     async with graphql_ws(capped.ws_url, headers) as ws:
         for n in range(3):
             await ws.subscribe(WATCH, {"g": graph["id"]}, op_id=f"live{n}")
@@ -172,11 +168,7 @@ async def test_operations_per_socket_are_capped_and_freed_by_complete(capped, ca
 
 async def test_http_streams_refused_over_the_cap_and_slots_return(capped, capped_user):
     headers = auth(capped_user)
-    graph_client = GraphQLClient(capped.base_url)
-    try:
-        graph = await create_graph(graph_client, capped_user)
-    finally:
-        await graph_client.aclose()
+    graph = await graph_of(capped, capped_user)
     async with (
         graphql_ws(capped.ws_url, headers),
         graphql_ws(capped.ws_url, headers),
